@@ -1,1 +1,145 @@
-fn main() {}
+//! `custody`: the one binary. It serves the API, verifies a store offline,
+//! manages API keys on a running server, and measures itself.
+//!
+//! Exit codes: 0 success; 1 verification found tampering; 2 usage,
+//! configuration or operational error.
+
+mod bench;
+mod keys;
+mod verify;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use custody_server::{DEFAULT_BODY_LIMIT, DEFAULT_LOG_NAME, ServerConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "custody",
+    version,
+    about = "Custody: the chain of custody for AI agent actions",
+    long_about = "Custody keeps a tamper-evident audit log of every authorization event (who did what, and \
+                  who allowed it): written synchronously, before the action proceeds, append-only, with signed \
+                  Merkle checkpoints and proofs.\n\n\
+                  Start a server with `custody serve`; it prints an admin key on first start. Create narrower \
+                  keys with `custody keys create`; check a store offline with `custody verify`.\n\n\
+                  Exit codes: 0 success, 1 verification found tampering, 2 usage, configuration or operational error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (audit API, keys, /healthz, /readyz, /metrics)
+    #[command(long_about = "Run the server on embedded stores.\n\n\
+        On first start it creates DATA_DIR with the SQLite audit log (audit.db), the API keys (keys.db) \
+        and the checkpoint signing key (signing.key, mode 0600), and prints a bootstrap admin key once. \
+        Set CUSTODY_BOOTSTRAP_KEY to choose that key yourself (for automation).\n\n\
+        Example:\n  custody serve --data-dir /var/lib/custody --listen 0.0.0.0:7300")]
+    Serve(ServeArgs),
+    /// Verify every workspace log of a store offline (exit 1 on tampering)
+    #[command(long_about = "Verify every workspace log of a store offline, without a server.\n\n\
+        Recomputes each entry's leaf hash from the stored bytes, checks that seqs are dense, recomputes the \
+        Merkle root at every checkpoint, verifies every checkpoint's signature and that sizes never go back. \
+        Exits 0 when everything is intact, 1 naming the workspace and the first bad entry otherwise.\n\n\
+        Example:\n  custody verify --data-dir ./custody-data")]
+    Verify(verify::VerifyArgs),
+    /// Create, list and revoke API keys on a running server
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Measure Custody against a naive baseline in the same run
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Where the embedded stores and the signing key live
+    #[arg(long, env = "CUSTODY_DATA_DIR", default_value = "./custody-data")]
+    data_dir: PathBuf,
+    /// The address the HTTP API listens on
+    #[arg(long, env = "CUSTODY_LISTEN", default_value = "127.0.0.1:7300")]
+    listen: SocketAddr,
+    /// The audit store URI [default: sqlite://DATA_DIR/audit.db]
+    #[arg(long, env = "CUSTODY_AUDIT_STORE", value_name = "URI")]
+    audit_store: Option<String>,
+    /// The checkpoint signing key (a note private key) [default: DATA_DIR/signing.key, created if missing]
+    #[arg(long, env = "CUSTODY_SIGNING_KEY", value_name = "FILE")]
+    signing_key: Option<PathBuf>,
+    /// The name of a newly created signing key; each log's origin is NAME/WORKSPACE
+    #[arg(long, env = "CUSTODY_LOG_NAME", default_value = DEFAULT_LOG_NAME)]
+    log_name: String,
+    /// The largest request body, in bytes
+    #[arg(long, env = "CUSTODY_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
+    body_limit: usize,
+    /// How long a commit waits for a database lock held elsewhere before appends fail with 503, in ms
+    #[arg(long, env = "CUSTODY_BUSY_TIMEOUT_MS", default_value_t = 2000)]
+    busy_timeout_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CUSTODY_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("custody: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Verify(args) => verify::run(args).await,
+            Command::Keys(command) => keys::run(command).await.map(|()| ExitCode::SUCCESS),
+            Command::Bench(command) => bench::run(command).await.map(|()| ExitCode::SUCCESS),
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("custody: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = ServerConfig::new(args.data_dir, args.listen);
+    config.audit_store = args.audit_store;
+    config.signing_key = args.signing_key;
+    config.log_name = args.log_name;
+    config.body_limit = args.body_limit;
+    config.busy_timeout = Duration::from_millis(args.busy_timeout_ms);
+    config.bootstrap_key = std::env::var("CUSTODY_BOOTSTRAP_KEY").ok().filter(|k| !k.is_empty());
+    let data_dir = config.data_dir.clone();
+    let server = custody_server::start(config).await?;
+    if let Some(key) = &server.generated_bootstrap_key {
+        eprintln!(
+            "\ncustody: created a bootstrap admin key, valid in every workspace.\n\
+             It is shown only this once; store it now:\n\n    {key}\n\n\
+             Use it as `Authorization: Bearer <key>`, or export CUSTODY_KEY=<key> for `custody keys`.\n"
+        );
+    }
+    println!("custody serving on http://{} (data in {})", server.local_addr, data_dir.display());
+    println!("checkpoint verifier key: {}", server.verifier_key);
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    tokio::select! {
+        result = server.wait() => result?,
+        () = shutdown => eprintln!("custody: shutting down"),
+    }
+    Ok(())
+}

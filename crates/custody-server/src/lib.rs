@@ -1,1 +1,253 @@
-//! placeholder
+//! Custody's HTTP server: the audit API, API keys, health and metrics.
+//!
+//! The server reaches storage only through the [`AuditLog`] and [`KeyStore`]
+//! traits; which backend serves them is decided by URI at start-up.
+
+mod audit_api;
+mod auth;
+mod error;
+mod health;
+mod keys_api;
+mod metrics;
+mod params;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use custody_audit::keys::{KeyRecord, KeyStore, SqliteKeyStore, generate_token, hash_token, token_id};
+use custody_audit::{AuditLog, OpenOptions, open_audit_log, signing_key};
+use custody_model::{ApiKeyInfo, Scope, Timestamp};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub use audit_api::{MAX_BATCH_EVENTS, parse_events};
+pub use error::ApiError;
+use metrics::{CommitMetrics, Metrics};
+
+/// Everything `custody serve` can be told.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// The audit store URI; `sqlite://<data-dir>/audit.db` when `None`.
+    pub audit_store: Option<String>,
+    /// The checkpoint signing key; `<data-dir>/signing.key` (created on first start) when `None`.
+    pub signing_key: Option<PathBuf>,
+    /// The key name in checkpoints; each workspace's log origin is `<log_name>/<workspace>`.
+    pub log_name: String,
+    /// An operator-chosen admin key valid in every workspace.
+    pub bootstrap_key: Option<String>,
+    /// The largest request body accepted.
+    pub body_limit: usize,
+    /// How long a commit waits for a database lock held elsewhere before failing (503).
+    pub busy_timeout: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        Self {
+            data_dir,
+            listen,
+            audit_store: None,
+            signing_key: None,
+            log_name: DEFAULT_LOG_NAME.to_owned(),
+            bootstrap_key: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            busy_timeout: Duration::from_secs(2),
+        }
+    }
+
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.signing_key.clone().unwrap_or_else(|| self.data_dir.join("signing.key"))
+    }
+
+    pub fn audit_store_uri(&self) -> String {
+        self.audit_store.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("audit.db").display()))
+    }
+}
+
+pub const DEFAULT_LOG_NAME: &str = "custody.local/audit";
+pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
+
+/// Shared by every request.
+#[derive(Clone)]
+pub struct AppState {
+    audit: Arc<dyn AuditLog>,
+    keys: Arc<dyn KeyStore>,
+    metrics: Arc<Metrics>,
+    refusals: Arc<auth::RefusalWindows>,
+    config: Arc<ServerConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create the data directory {path}: {reason}")]
+    DataDir { path: String, reason: String },
+    #[error(transparent)]
+    SigningKey(#[from] signing_key::SigningKeyError),
+    #[error(transparent)]
+    AuditStore(#[from] custody_audit::OpenError),
+    #[error("the key store: {0}")]
+    KeyStore(custody_audit::StoreError),
+    #[error("bootstrap key: {0}")]
+    Bootstrap(String),
+    #[error("cannot listen on {addr}: {reason} (is another server running there? choose another with --listen)")]
+    Listen { addr: SocketAddr, reason: String },
+}
+
+/// A started server.
+pub struct RunningServer {
+    pub local_addr: SocketAddr,
+    /// The bootstrap admin key, when this start generated it (show it once).
+    pub generated_bootstrap_key: Option<String>,
+    pub verifier_key: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting requests, finishes those in flight, and returns.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+
+    /// Serves until the task ends (it ends only on shutdown or a fatal error).
+    pub async fn wait(self) -> std::io::Result<()> {
+        let RunningServer { task, shutdown, .. } = self;
+        let _keep_open = shutdown;
+        task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+/// Opens the stores, makes sure an admin key exists, binds and starts serving.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let key_path = config.signing_key_path();
+    let (signer, created) = signing_key::load_or_create(&key_path, &config.log_name)?;
+    if created {
+        tracing::info!(path = %key_path.display(), "created the checkpoint signing key");
+    }
+    let metrics = Metrics::new();
+    let options = OpenOptions {
+        busy_timeout: config.busy_timeout,
+        observer: Some(Arc::new(CommitMetrics(metrics.clone()))),
+        ..OpenOptions::default()
+    };
+    let audit = open_audit_log(&config.audit_store_uri(), signer, options).await?;
+    let keys: Arc<dyn KeyStore> =
+        Arc::new(SqliteKeyStore::open(&config.data_dir.join("keys.db")).map_err(StartError::KeyStore)?);
+    let verifier_key = audit.verifier().to_key_string();
+    let state = AppState {
+        audit,
+        keys,
+        metrics,
+        refusals: Arc::new(auth::RefusalWindows::default()),
+        config: Arc::new(config.clone()),
+    };
+    let generated_bootstrap_key = ensure_bootstrap_key(&state, config.bootstrap_key.as_deref()).await?;
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartError::Listen { addr: config.listen, reason: e.to_string() })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Listen { addr: config.listen, reason: e.to_string() })?;
+    tokio::spawn(flush_refusals_periodically(state.clone()));
+    let app = router(state);
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(addr = %local_addr, "custody is serving");
+    Ok(RunningServer { local_addr, generated_bootstrap_key, verifier_key, shutdown: Some(tx), task })
+}
+
+async fn flush_refusals_periodically(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        state.flush_refusals(Instant::now());
+    }
+}
+
+/// Installs the operator's bootstrap key, or generates one when no key exists.
+/// Returns a generated key so the caller can show it once.
+async fn ensure_bootstrap_key(state: &AppState, supplied: Option<&str>) -> Result<Option<String>, StartError> {
+    let (id, token) = match supplied {
+        Some(token) => {
+            if token.len() < 24 {
+                return Err(StartError::Bootstrap("CUSTODY_BOOTSTRAP_KEY must be at least 24 characters".into()));
+            }
+            let id = token_id(token).to_owned();
+            if let Some(existing) = state.keys.get(&id) {
+                if !existing.matches(token) {
+                    return Err(StartError::Bootstrap(format!(
+                        "a different key with id `{id}` is already stored; keep the original CUSTODY_BOOTSTRAP_KEY or use a new key id"
+                    )));
+                }
+                if existing.info.revoked_at.is_some() {
+                    return Err(StartError::Bootstrap("CUSTODY_BOOTSTRAP_KEY was revoked; choose a new one".into()));
+                }
+                return Ok(None);
+            }
+            (id, token.to_owned())
+        }
+        None if state.keys.list().is_empty() => {
+            generate_token().map_err(|e| StartError::Bootstrap(format!("no randomness for a key: {e}")))?
+        }
+        None => return Ok(None),
+    };
+    let info = ApiKeyInfo {
+        id,
+        workspace: None,
+        scope: Scope::Admin,
+        label: Some("bootstrap".into()),
+        created_at: Timestamp::now(),
+        revoked_at: None,
+    };
+    let event = keys_api::key_event("api_key.created", None, &info).map_err(|e| StartError::Bootstrap(e.to_string()))?;
+    state.audit.append(vec![event]).await.map_err(|e| StartError::Bootstrap(e.to_string()))?;
+    state
+        .keys
+        .insert(KeyRecord { info, token_hash: hash_token(&token) })
+        .await
+        .map_err(StartError::KeyStore)?;
+    Ok(if supplied.is_some() { None } else { Some(token) })
+}
+
+fn router(state: AppState) -> Router {
+    let limit = state.config.body_limit;
+    Router::new()
+        .route("/api/v1/audit/events", post(audit_api::append).get(audit_api::query))
+        .route("/api/v1/audit/checkpoint", get(audit_api::checkpoint))
+        .route("/api/v1/audit/public-key", get(audit_api::public_key))
+        .route("/api/v1/audit/proofs/inclusion", get(audit_api::inclusion_proof))
+        .route("/api/v1/audit/proofs/consistency", get(audit_api::consistency_proof))
+        .route("/api/v1/keys", post(keys_api::create).get(keys_api::list))
+        .route("/api/v1/keys/{id}", delete(keys_api::revoke))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound { message: format!("no endpoint at {}: the API lives under /api/v1/", uri.path()) }
+}

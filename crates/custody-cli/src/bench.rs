@@ -1,0 +1,211 @@
+//! `custody bench`: throughput and latency against a naive baseline measured in
+//! the same run, on the same disk.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use custody_server::ServerConfig;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Durable single-event audit appends over HTTP vs. SQLite with one INSERT per transaction
+    #[command(long_about = "Start a server on a temporary directory and drive durable single-event appends over \
+        HTTP with each client count in turn; in the same run, measure the naive baseline (SQLite, WAL, \
+        synchronous=FULL, one INSERT per transaction) on the same disk. Prints appends/s, p50 and p99 \
+        latency and the ratios to the baseline.\n\n\
+        Build with --release for meaningful figures:\n  cargo run --release -p custody-cli -- bench audit")]
+    Audit(AuditBenchArgs),
+}
+
+#[derive(Args)]
+pub struct AuditBenchArgs {
+    /// Seconds of measurement for each client count and for the baseline
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent clients, comma-separated
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    clients: Vec<usize>,
+    /// Where the temporary data goes (pick the disk to measure) [default: the current directory]
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Audit(args) => audit(args).await,
+    }
+}
+
+struct Measured {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    count: usize,
+}
+
+fn summarize(mut latencies: Vec<Duration>, elapsed: Duration) -> Measured {
+    latencies.sort_unstable();
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Measured { rate: latencies.len() as f64 / elapsed.as_secs_f64(), p50: pick(0.50), p99: pick(0.99), count: latencies.len() }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// An event like the documented example, about 900 bytes of JSON.
+fn event_body(n: u64) -> String {
+    format!(
+        r#"{{"workspace":"bench","kind":"authz.decision",
+        "principal":{{"type":"agent","id":"agent:mailer-{a}","on_behalf_of":"user:support-lead"}},
+        "access_path":["user:support-lead","role:support","agent:mailer-{a}"],
+        "action":"email.send","resource":{{"type":"email","id":"outbound/{n}","attributes":{{"external":true}}}},
+        "decision":"allow","reason":"approved intent","severity":"high","ceiling":"medium",
+        "policies":["external-email-requires-intent"],
+        "approval":{{"intent_id":"intent-{n}","approver":"user:security-officer","approved_at":"2026-12-01T10:00:00Z"}},
+        "credential":{{"type":"api_key","id":"key_4f2a","boundary":"workspace:bench/scope:email.send"}},
+        "action_id":"act-{n}",
+        "session":{{"session_id":"sess-9","process_id":"proc-2","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7"}},
+        "classification":"confidential","occurred_at":"2026-12-01T10:00:01Z","attributes":{{"recipient_domain":"example.com"}}}}"#,
+        a = n % 16
+    )
+}
+
+async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
+    let base = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::current_dir()?,
+    };
+    let tmp = tempfile::Builder::new().prefix("custody-bench-").tempdir_in(&base).context("temporary directory")?;
+    let seconds = Duration::from_secs(args.seconds.max(1));
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; figures are meaningful only with --release");
+    }
+    println!("custody bench audit: durable single-event appends over HTTP (data in {})", tmp.path().display());
+
+    eprintln!("measuring the baseline for {}s…", seconds.as_secs());
+    let baseline_path = tmp.path().join("baseline.db");
+    let baseline = tokio::task::spawn_blocking(move || naive_sqlite(&baseline_path, seconds)).await??;
+    println!(
+        "baseline (SQLite WAL, synchronous=FULL, one INSERT per transaction): {:.0} inserts/s, p50 {:.3} ms, p99 {:.3} ms",
+        baseline.rate,
+        ms(baseline.p50),
+        ms(baseline.p99)
+    );
+
+    let key = format!("bench-bootstrap-{}", std::process::id()) + "-0123456789abcdef";
+    let mut config = ServerConfig::new(tmp.path().join("server"), "127.0.0.1:0".parse()?);
+    config.bootstrap_key = Some(key.clone());
+    let server = custody_server::start(config).await?;
+    let url = format!("http://{}/api/v1/audit/events", server.local_addr);
+
+    println!();
+    println!("{:>7} {:>11} {:>9} {:>9} {:>12} {:>14}", "clients", "appends/s", "p50 ms", "p99 ms", "x baseline", "p50/base p50");
+    let mut results = Vec::new();
+    for &clients in &args.clients {
+        eprintln!("driving {clients} clients for {}s…", seconds.as_secs());
+        let m = drive(&url, &key, clients.max(1), seconds).await?;
+        println!(
+            "{:>7} {:>11.0} {:>9.3} {:>9.3} {:>11.1}x {:>13.2}x",
+            clients,
+            m.rate,
+            ms(m.p50),
+            ms(m.p99),
+            m.rate / baseline.rate,
+            m.p50.as_secs_f64() / baseline.p50.as_secs_f64()
+        );
+        results.push((clients, m));
+    }
+    server.shutdown().await?;
+    println!();
+    println!("targets: at 64 clients >= 20000 appends/s, >= 8x the baseline, p99 <= 10 ms; at 1 client p50 <= 2x the baseline p50");
+    for (clients, m) in &results {
+        if *clients == 64 {
+            let ok = m.rate >= 20_000.0 && m.rate >= 8.0 * baseline.rate && m.p99 <= Duration::from_millis(10);
+            println!("64 clients: {} ({} appends measured)", if ok { "target met" } else { "target missed" }, m.count);
+        }
+        if *clients == 1 {
+            let ok = m.p50.as_secs_f64() <= 2.0 * baseline.p50.as_secs_f64();
+            println!("1 client:   {} ({} appends measured)", if ok { "target met" } else { "target missed" }, m.count);
+        }
+    }
+    Ok(())
+}
+
+/// `clients` tasks, each appending one event per request for `duration`, after a short warm-up.
+async fn drive(url: &str, key: &str, clients: usize, duration: Duration) -> anyhow::Result<Measured> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (http, url, key) = (http.clone(), url.to_owned(), key.to_owned());
+        let (measuring, stop) = (measuring.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = c as u64 * 1_000_000_000;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let started = Instant::now();
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .header("content-type", "application/json")
+                    .body(event_body(n))
+                    .send()
+                    .await?;
+                let status = response.status();
+                let _ = response.bytes().await?;
+                anyhow::ensure!(status == reqwest::StatusCode::CREATED, "append answered {status}");
+                if measuring.load(Ordering::Relaxed) {
+                    latencies.push(started.elapsed());
+                }
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    Ok(summarize(all, elapsed))
+}
+
+/// The naive durable write: one row, one transaction, one fsync, on one connection.
+fn naive_sqlite(path: &std::path::Path, duration: Duration) -> anyhow::Result<Measured> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(
+        "CREATE TABLE events (workspace TEXT NOT NULL, seq INTEGER NOT NULL, payload BLOB NOT NULL,
+                              PRIMARY KEY (workspace, seq)) WITHOUT ROWID",
+    )?;
+    let mut insert = conn.prepare("INSERT INTO events (workspace, seq, payload) VALUES ('bench', ?1, ?2)")?;
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    let mut seq = 0i64;
+    while started.elapsed() < duration {
+        let body = event_body(seq as u64);
+        let t = Instant::now();
+        insert.execute(rusqlite::params![seq, body.as_bytes()])?;
+        latencies.push(t.elapsed());
+        seq += 1;
+    }
+    Ok(summarize(latencies, started.elapsed()))
+}
