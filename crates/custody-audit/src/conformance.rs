@@ -52,12 +52,12 @@ pub fn unique_workspace(prefix: &str) -> WorkspaceName {
 
 /// An event for tests: `n` varies the principal, action and decision.
 pub fn sample_event(ws: &WorkspaceName, n: usize) -> AuditEvent {
-    let decision = if n % 3 == 0 { "deny" } else { "allow" };
+    let decision = if n.is_multiple_of(3) { "deny" } else { "allow" };
     AuditEvent::from_value(json!({
         "workspace": ws.as_str(),
         "kind": "authz.decision",
         "principal": {"type": "agent", "id": format!("agent:{}", n % 4)},
-        "action": if n % 2 == 0 { "email.send" } else { "crm.read" },
+        "action": if n.is_multiple_of(2) { "email.send" } else { "crm.read" },
         "resource": {"type": "email", "id": format!("outbound/{n}")},
         "decision": decision,
         "action_id": format!("act-{n}"),
@@ -192,35 +192,40 @@ pub async fn queries_filter_and_page(log: &dyn AuditLog) {
     assert_eq!(seqs(log.query(q(&|q| q.decision = Some(Decision::Deny))).await.unwrap()), vec![0, 3, 6, 9]);
     assert_eq!(seqs(log.query(q(&|q| q.kind = Some(EventKind::RoleGranted))).await.unwrap()), Vec::<u64>::new());
     assert_eq!(
-        seqs(log.query(q(&|q| {
-            q.resource_type = Some("email".into());
-            q.resource_id = Some("outbound/4".into());
-        }))
-        .await
-        .unwrap()),
+        seqs(
+            log.query(q(&|q| {
+                q.resource_type = Some("email".into());
+                q.resource_id = Some("outbound/4".into());
+            }))
+            .await
+            .unwrap()
+        ),
         vec![4]
     );
     assert_eq!(seqs(log.query(q(&|q| q.action_id = Some("act-7".into()))).await.unwrap()), vec![7]);
     let at = |m: u32| Timestamp::parse(&format!("2026-12-01T10:{m:02}:00Z")).unwrap();
     assert_eq!(
-        seqs(log.query(q(&|q| {
-            q.since = Some(at(3));
-            q.until = Some(at(6));
-        }))
-        .await
-        .unwrap()),
+        seqs(
+            log.query(q(&|q| {
+                q.since = Some(at(3));
+                q.until = Some(at(6));
+            }))
+            .await
+            .unwrap()
+        ),
         vec![3, 4, 5]
     );
     // Paging: five at a time, no entry twice, none lost, the last page has no cursor.
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = log.query(q(&|q| {
-            q.limit = 5;
-            q.after = after.clone();
-        }))
-        .await
-        .unwrap();
+        let page = log
+            .query(q(&|q| {
+                q.limit = 5;
+                q.after = after.clone();
+            }))
+            .await
+            .unwrap();
         let next = page.next_cursor.clone();
         seen.extend(seqs(page));
         match next {
@@ -259,8 +264,7 @@ pub async fn proofs_verify_against_every_checkpoint(log: &dyn AuditLog) {
     for a in &checkpoints {
         for b in checkpoints.iter().filter(|b| b.size >= a.size) {
             let proof = log.consistency_proof(&ws, a.size, b.size).await.unwrap();
-            verify_consistency(a.size, b.size, &a.root, &b.root, &hashes(&proof.hashes))
-                .expect("consistency verifies");
+            verify_consistency(a.size, b.size, &a.root, &b.root, &hashes(&proof.hashes)).expect("consistency verifies");
         }
     }
 }

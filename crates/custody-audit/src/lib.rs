@@ -23,8 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use custody_ledger::{Hash, NoteSigner, NoteVerifier};
 use custody_model::{
-    AuditEvent, ConsistencyProof, Decision, EventKind, InclusionProof, Receipt, StoredEntry, Timestamp,
-    WorkspaceName,
+    AuditEvent, ConsistencyProof, Decision, EventKind, InclusionProof, Receipt, StoredEntry, Timestamp, WorkspaceName,
 };
 
 /// The audit log of every workspace, behind one writer.
@@ -38,8 +37,12 @@ pub trait AuditLog: Send + Sync + 'static {
     async fn query(&self, query: EventQuery) -> Result<EventPage, StoreError>;
 
     /// The raw entries of a workspace from `from_seq` on, for verification and export.
-    async fn entries(&self, workspace: &WorkspaceName, from_seq: u64, limit: usize)
-    -> Result<Vec<RawEntry>, StoreError>;
+    async fn entries(
+        &self,
+        workspace: &WorkspaceName,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<RawEntry>, StoreError>;
 
     /// Every workspace that has a log.
     async fn workspaces(&self) -> Result<Vec<WorkspaceName>, StoreError>;

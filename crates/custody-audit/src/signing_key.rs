@@ -50,8 +50,8 @@ pub fn load_or_create(path: &Path, name: &str) -> Result<(NoteSigner, bool), Sig
 /// Reads an existing key without creating one.
 pub fn load(path: &Path) -> Result<NoteSigner, SigningKeyError> {
     let shown = path.display().to_string();
-    let text =
-        std::fs::read_to_string(path).map_err(|e| SigningKeyError::Read { path: shown.clone(), reason: e.to_string() })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SigningKeyError::Read { path: shown.clone(), reason: e.to_string() })?;
     NoteSigner::from_private_key(text.trim()).map_err(|source| SigningKeyError::Malformed { path: shown, source })
 }
 
@@ -59,10 +59,10 @@ fn warn_if_readable_by_others(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(path = %path.display(), "the signing key is readable by other users; chmod 600 it");
-            }
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(path = %path.display(), "the signing key is readable by other users; chmod 600 it");
         }
     }
 }

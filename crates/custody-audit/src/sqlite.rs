@@ -106,7 +106,12 @@ impl AuditLog for SqliteAuditLog {
         self.read(move |conn| reader::query(conn, &query)).await?
     }
 
-    async fn entries(&self, workspace: &WorkspaceName, from_seq: u64, limit: usize) -> Result<Vec<RawEntry>, StoreError> {
+    async fn entries(
+        &self,
+        workspace: &WorkspaceName,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<RawEntry>, StoreError> {
         let ws = workspace.to_string();
         self.read(move |conn| reader::entries(conn, &ws, from_seq, limit)).await?
     }

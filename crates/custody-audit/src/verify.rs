@@ -108,11 +108,21 @@ async fn verify_workspace(
         for raw in &page {
             let expected = frontier.size();
             if raw.seq != expected {
-                findings.push(finding(Some(expected), None, "is missing (the next stored entry is seq ".to_owned() + &raw.seq.to_string() + "): an entry was deleted"));
+                findings.push(finding(
+                    Some(expected),
+                    None,
+                    "is missing (the next stored entry is seq ".to_owned()
+                        + &raw.seq.to_string()
+                        + "): an entry was deleted",
+                ));
                 break 'entries;
             }
             let Some(entry) = StoredEntry::parse(&raw.payload) else {
-                findings.push(finding(Some(expected), None, "the stored bytes are not a valid entry: it was edited".into()));
+                findings.push(finding(
+                    Some(expected),
+                    None,
+                    "the stored bytes are not a valid entry: it was edited".into(),
+                ));
                 break 'entries;
             };
             if entry.seq != raw.seq {
@@ -158,17 +168,23 @@ async fn verify_workspace(
             }
         };
         if parsed.size != cp.tree_size || !parsed.origin.ends_with(&origin_suffix) {
-            findings.push(finding(None, at, format!("signs size {} of `{}`, not this log at this size", parsed.size, parsed.origin)));
+            findings.push(finding(
+                None,
+                at,
+                format!("signs size {} of `{}`, not this log at this size", parsed.size, parsed.origin),
+            ));
             continue;
         }
-        if let Some((prev_size, prev_id)) = previous {
-            if parsed.size < prev_size {
-                findings.push(finding(
-                    None,
-                    at,
-                    format!("was written after checkpoint #{prev_id} of size {prev_size}: the log was rolled back or truncated"),
-                ));
-            }
+        if let Some((prev_size, prev_id)) = previous
+            && parsed.size < prev_size
+        {
+            findings.push(finding(
+                None,
+                at,
+                format!(
+                    "was written after checkpoint #{prev_id} of size {prev_size}: the log was rolled back or truncated"
+                ),
+            ));
         }
         previous = Some((parsed.size, cp.id));
         if parsed.size > entries {
@@ -183,7 +199,11 @@ async fn verify_workspace(
         }
         match wanted_roots.get(&parsed.size).copied().flatten() {
             Some(root) if root == parsed.root => {}
-            Some(_) => findings.push(finding(None, at, "its root does not match the entries: entries before this size were altered".into())),
+            Some(_) => findings.push(finding(
+                None,
+                at,
+                "its root does not match the entries: entries before this size were altered".into(),
+            )),
             None if parsed.size == 0 => {}
             None => {}
         }

@@ -55,7 +55,12 @@ fn summarize(mut latencies: Vec<Duration>, elapsed: Duration) -> Measured {
             .copied()
             .unwrap_or_default()
     };
-    Measured { rate: latencies.len() as f64 / elapsed.as_secs_f64(), p50: pick(0.50), p99: pick(0.99), count: latencies.len() }
+    Measured {
+        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: pick(0.50),
+        p99: pick(0.99),
+        count: latencies.len(),
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -109,7 +114,10 @@ async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
     let url = format!("http://{}/api/v1/audit/events", server.local_addr);
 
     println!();
-    println!("{:>7} {:>11} {:>9} {:>9} {:>12} {:>14}", "clients", "appends/s", "p50 ms", "p99 ms", "x baseline", "p50/base p50");
+    println!(
+        "{:>7} {:>11} {:>9} {:>9} {:>12} {:>14}",
+        "clients", "appends/s", "p50 ms", "p99 ms", "x baseline", "p50/base p50"
+    );
     let mut results = Vec::new();
     for &clients in &args.clients {
         eprintln!("driving {clients} clients for {}s…", seconds.as_secs());
@@ -127,7 +135,9 @@ async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
     }
     server.shutdown().await?;
     println!();
-    println!("targets: at 64 clients >= 20000 appends/s, >= 8x the baseline, p99 <= 10 ms; at 1 client p50 <= 2x the baseline p50");
+    println!(
+        "targets: at 64 clients >= 20000 appends/s, >= 8x the baseline, p99 <= 10 ms; at 1 client p50 <= 2x the baseline p50"
+    );
     for (clients, m) in &results {
         if *clients == 64 {
             let ok = m.rate >= 20_000.0 && m.rate >= 8.0 * baseline.rate && m.p99 <= Duration::from_millis(10);

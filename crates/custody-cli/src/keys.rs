@@ -55,7 +55,10 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Create { server, workspace, scope, label } => {
             let client = Client::new(&server.server, &server.key)?;
             let (token, info) = client.create_key(&workspace, &scope, label.as_deref()).await?;
-            eprintln!("created key {} ({} in workspace {}); it is shown only this once:", info.id, info.scope, workspace);
+            eprintln!(
+                "created key {} ({} in workspace {}); it is shown only this once:",
+                info.id, info.scope, workspace
+            );
             println!("{token}");
         }
         KeysCommand::List { server, workspace } => {

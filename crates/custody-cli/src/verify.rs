@@ -33,10 +33,8 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             .context("no --public-key given, and the data directory's signing key cannot be read")?
             .verifier(),
     };
-    let uri = args
-        .audit_store
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("audit.db").display()));
+    let uri =
+        args.audit_store.clone().unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("audit.db").display()));
     let path = uri
         .strip_prefix("sqlite://")
         .with_context(|| format!("`{uri}`: offline verification reads sqlite:// stores"))?;

@@ -136,7 +136,9 @@ impl Client {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         Err(match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => ClientError::Api { status: status.as_u16(), code: body.error.code, message: body.error.message },
+            Ok(body) => {
+                ClientError::Api { status: status.as_u16(), code: body.error.code, message: body.error.message }
+            }
             Err(_) => ClientError::Api {
                 status: status.as_u16(),
                 code: status.canonical_reason().unwrap_or("error").to_owned(),
@@ -209,7 +211,12 @@ impl Client {
 
     /// Checks that the log of `workspace` grew from checkpoint `older` to `newer`
     /// without changing history.
-    pub async fn verify_growth(&self, workspace: &str, older: &Checkpoint, newer: &Checkpoint) -> Result<(), ClientError> {
+    pub async fn verify_growth(
+        &self,
+        workspace: &str,
+        older: &Checkpoint,
+        newer: &Checkpoint,
+    ) -> Result<(), ClientError> {
         let proof = self.consistency_proof(workspace, older.size, newer.size).await?;
         verify_consistency(older.size, newer.size, &older.root, &newer.root, &decode_hashes(&proof.hashes)?)
             .map_err(|e| ClientError::Verification(format!("consistency {} -> {}: {e}", older.size, newer.size)))
@@ -221,20 +228,30 @@ impl Client {
 
     /// The latest signed checkpoint of a workspace: the note and its verified content.
     pub async fn checkpoint(&self, workspace: &str) -> Result<(String, Checkpoint), ClientError> {
-        let note = self
-            .text(self.request(Method::GET, "/api/v1/audit/checkpoint").query(&[("workspace", workspace)]))
-            .await?;
+        let note =
+            self.text(self.request(Method::GET, "/api/v1/audit/checkpoint").query(&[("workspace", workspace)])).await?;
         let checkpoint = Checkpoint::open(&note, &self.verifier().await?)
             .map_err(|e| ClientError::Verification(format!("checkpoint: {e}")))?;
         Ok((note, checkpoint))
     }
 
-    pub async fn inclusion_proof(&self, workspace: &str, seq: u64, tree_size: u64) -> Result<InclusionProof, ClientError> {
-        let query = [("workspace", workspace.to_owned()), ("seq", seq.to_string()), ("tree_size", tree_size.to_string())];
+    pub async fn inclusion_proof(
+        &self,
+        workspace: &str,
+        seq: u64,
+        tree_size: u64,
+    ) -> Result<InclusionProof, ClientError> {
+        let query =
+            [("workspace", workspace.to_owned()), ("seq", seq.to_string()), ("tree_size", tree_size.to_string())];
         self.json(self.request(Method::GET, "/api/v1/audit/proofs/inclusion").query(&query)).await
     }
 
-    pub async fn consistency_proof(&self, workspace: &str, first: u64, second: u64) -> Result<ConsistencyProof, ClientError> {
+    pub async fn consistency_proof(
+        &self,
+        workspace: &str,
+        first: u64,
+        second: u64,
+    ) -> Result<ConsistencyProof, ClientError> {
         let query = [("workspace", workspace.to_owned()), ("first", first.to_string()), ("second", second.to_string())];
         self.json(self.request(Method::GET, "/api/v1/audit/proofs/consistency").query(&query)).await
     }
@@ -285,16 +302,22 @@ impl Client {
 
 /// Checks a receipt against the event it is for: the checkpoint's signature, size
 /// and origin, and the leaf hash recomputed from the event as sent.
-pub fn verify_receipt(verifier: &NoteVerifier, event: &AuditEvent, receipt: &Receipt) -> Result<Checkpoint, ClientError> {
+pub fn verify_receipt(
+    verifier: &NoteVerifier,
+    event: &AuditEvent,
+    receipt: &Receipt,
+) -> Result<Checkpoint, ClientError> {
     let fail = |m: String| ClientError::Verification(m);
-    let checkpoint = Checkpoint::open(&receipt.checkpoint, verifier).map_err(|e| fail(format!("receipt checkpoint: {e}")))?;
+    let checkpoint =
+        Checkpoint::open(&receipt.checkpoint, verifier).map_err(|e| fail(format!("receipt checkpoint: {e}")))?;
     if checkpoint.size != receipt.tree_size || receipt.seq >= receipt.tree_size {
         return Err(fail(format!(
             "receipt says seq {} in a tree of {}, its checkpoint says {}",
             receipt.seq, receipt.tree_size, checkpoint.size
         )));
     }
-    if receipt.workspace != event.workspace.as_str() || !checkpoint.origin.ends_with(&format!("/{}", receipt.workspace)) {
+    if receipt.workspace != event.workspace.as_str() || !checkpoint.origin.ends_with(&format!("/{}", receipt.workspace))
+    {
         return Err(fail(format!("receipt is for log `{}`, not for workspace {}", checkpoint.origin, event.workspace)));
     }
     let leaf = hash_leaf(&entry_bytes(&event.canonical(), receipt.seq, &receipt.recorded_at));

@@ -40,7 +40,8 @@ impl Checkpoint {
         let size = size.parse().map_err(|_| CheckpointError::Malformed("tree size out of range"))?;
         let root = lines.next().ok_or(CheckpointError::Malformed("no root hash line"))?;
         let root = BASE64.decode(root).map_err(|_| CheckpointError::Malformed("root hash is not base64"))?;
-        let root = Hash::try_from(root.as_slice()).map_err(|_| CheckpointError::Malformed("root hash is not 32 bytes"))?;
+        let root =
+            Hash::try_from(root.as_slice()).map_err(|_| CheckpointError::Malformed("root hash is not 32 bytes"))?;
         Ok(Self { origin: origin.to_owned(), size, root })
     }
 

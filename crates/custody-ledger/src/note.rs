@@ -145,7 +145,8 @@ impl NoteVerifier {
         if key_id(name, &public) != id {
             return Err(NoteError::MalformedKey("key id does not match the key"));
         }
-        let key = VerifyingKey::from_bytes(&public).map_err(|_| NoteError::MalformedKey("not a valid Ed25519 point"))?;
+        let key =
+            VerifyingKey::from_bytes(&public).map_err(|_| NoteError::MalformedKey("not a valid Ed25519 point"))?;
         Ok(Self { name: name.to_owned(), id, key })
     }
 
@@ -170,13 +171,16 @@ impl NoteVerifier {
             return Err(NoteError::MalformedNote("signature lines must end in a newline"));
         }
         for line in signatures.lines() {
-            let line = line.strip_prefix(SIG_PREFIX).ok_or(NoteError::MalformedNote("signature line without em dash"))?;
-            let (name, blob) = line.split_once(' ').ok_or(NoteError::MalformedNote("signature line without a space"))?;
+            let line =
+                line.strip_prefix(SIG_PREFIX).ok_or(NoteError::MalformedNote("signature line without em dash"))?;
+            let (name, blob) =
+                line.split_once(' ').ok_or(NoteError::MalformedNote("signature line without a space"))?;
             let blob = BASE64.decode(blob).map_err(|_| NoteError::MalformedNote("signature is not base64"))?;
             if name != self.name || blob.len() < 4 || blob[..4] != self.id.to_be_bytes() {
                 continue;
             }
-            let signature = Signature::from_slice(&blob[4..]).map_err(|_| NoteError::BadSignature(self.name.clone()))?;
+            let signature =
+                Signature::from_slice(&blob[4..]).map_err(|_| NoteError::BadSignature(self.name.clone()))?;
             return self
                 .key
                 .verify(text.as_bytes(), &signature)

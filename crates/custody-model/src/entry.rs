@@ -18,7 +18,9 @@ pub fn entry_bytes(event_canonical: &[u8], seq: u64, recorded_at: &Timestamp) ->
     let mut out = Vec::with_capacity(event_canonical.len() + recorded_at.len() + 64);
     out.extend_from_slice(b"{\"event\":");
     out.extend_from_slice(event_canonical);
-    out.extend_from_slice(format!(",\"format\":{ENTRY_FORMAT},\"recorded_at\":\"{recorded_at}\",\"seq\":{seq}}}").as_bytes());
+    out.extend_from_slice(
+        format!(",\"format\":{ENTRY_FORMAT},\"recorded_at\":\"{recorded_at}\",\"seq\":{seq}}}").as_bytes(),
+    );
     out
 }
 
@@ -77,7 +79,10 @@ mod tests {
 
     #[test]
     fn foreign_bytes_are_not_entries() {
-        assert!(StoredEntry::parse(b"{\"event\":{},\"format\":2,\"recorded_at\":\"2026-12-01T10:00:01Z\",\"seq\":1}").is_none());
+        assert!(
+            StoredEntry::parse(b"{\"event\":{},\"format\":2,\"recorded_at\":\"2026-12-01T10:00:01Z\",\"seq\":1}")
+                .is_none()
+        );
         assert!(StoredEntry::parse(b"not json").is_none());
     }
 }

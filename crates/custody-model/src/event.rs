@@ -183,8 +183,7 @@ impl AuditEvent {
                 format!("an event must be a JSON object, not {}", json_type(&value)),
             ));
         }
-        let event: AuditEvent =
-            serde_path_to_error::deserialize(value).map_err(|e| from_serde_error(&e))?;
+        let event: AuditEvent = serde_path_to_error::deserialize(value).map_err(|e| from_serde_error(&e))?;
         event.validate()?;
         Ok(event)
     }
@@ -317,11 +316,11 @@ fn from_serde_error(e: &serde_path_to_error::Error<serde_json::Error>) -> Valida
         "invalid_value"
     };
     // A missing field is reported at its parent; name the field itself.
-    if code == "missing_field" {
-        if let Some(name) = message.split('`').nth(1) {
-            let field = if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") };
-            return ValidationError::new(code, field, format!("{message}: it is required"));
-        }
+    if code == "missing_field"
+        && let Some(name) = message.split('`').nth(1)
+    {
+        let field = if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") };
+        return ValidationError::new(code, field, format!("{message}: it is required"));
     }
     ValidationError::new(code, path, message)
 }

@@ -24,10 +24,7 @@ impl Timestamp {
     }
 
     pub fn from_unix_nanos(nanos: i64) -> Self {
-        Self(
-            OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-        )
+        Self(OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).unwrap_or(OffsetDateTime::UNIX_EPOCH))
     }
 
     pub fn unix_nanos(&self) -> i64 {

@@ -2,21 +2,21 @@
 
 use std::time::Instant;
 
+use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use custody_audit::{EventQuery, QueryCursor};
 use custody_model::{AuditEvent, Decision, EventKind, Scope, ValidationError};
 use serde_json::{Value, json};
 
+use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::metrics::{AppendLabels, ReasonLabels};
 use crate::params::{Params, QueryPairs};
-use crate::AppState;
 
 /// The most events one request may carry.
 pub const MAX_BATCH_EVENTS: usize = 1000;
@@ -107,8 +107,18 @@ pub async fn append(
 }
 
 const QUERY_PARAMS: &[&str] = &[
-    "workspace", "principal", "action", "kind", "decision", "resource_type", "resource_id", "action_id", "since",
-    "until", "limit", "cursor",
+    "workspace",
+    "principal",
+    "action",
+    "kind",
+    "decision",
+    "resource_type",
+    "resource_id",
+    "action_id",
+    "since",
+    "until",
+    "limit",
+    "cursor",
 ];
 
 pub async fn query(
@@ -125,7 +135,10 @@ pub async fn query(
     }
     let after = match params.string("cursor") {
         Some(c) => Some(QueryCursor::decode(&c).ok_or_else(|| {
-            ApiError::bad_request("invalid_value", "`cursor` is not one this server gave out: pass `next_cursor` as it came")
+            ApiError::bad_request(
+                "invalid_value",
+                "`cursor` is not one this server gave out: pass `next_cursor` as it came",
+            )
         })?),
         None => None,
     };

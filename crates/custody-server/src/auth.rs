@@ -11,8 +11,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use custody_audit::keys::{KeyRecord, token_id};
 use custody_model::{AuditEvent, Scope, WorkspaceName};
 use serde_json::json;
@@ -71,7 +71,9 @@ impl Caller {
     pub fn target_workspace(&self, named: Option<WorkspaceName>) -> Result<Option<WorkspaceName>, ApiError> {
         match (named, self.workspace()) {
             (Some(ws), _) => Ok(Some(ws)),
-            (None, Some(own)) => WorkspaceName::parse(own).map(Some).map_err(|m| ApiError::bad_request("invalid_value", m)),
+            (None, Some(own)) => {
+                WorkspaceName::parse(own).map(Some).map_err(|m| ApiError::bad_request("invalid_value", m))
+            }
             (None, None) => Ok(None),
         }
     }
@@ -80,7 +82,13 @@ impl Caller {
 impl AppState {
     /// Checks that `caller` may do what `needed` allows in `workspace`; records and
     /// refuses with 403 when it may not.
-    pub fn authorize(&self, caller: &Caller, needed: Scope, workspace: Option<&str>, action: &str) -> Result<(), ApiError> {
+    pub fn authorize(
+        &self,
+        caller: &Caller,
+        needed: Scope,
+        workspace: Option<&str>,
+        action: &str,
+    ) -> Result<(), ApiError> {
         let info = &caller.0.info;
         if !info.scope.permits(needed) {
             let target = workspace.or(info.workspace.as_deref()).unwrap_or("*").to_owned();
@@ -88,12 +96,12 @@ impl AppState {
             self.refuse(&caller.0, "scope", action, &target, &message);
             return Err(ApiError::Forbidden { message: format!("{message}: use a key with that scope") });
         }
-        if let (Some(own), Some(target)) = (info.workspace.as_deref(), workspace) {
-            if own != target {
-                let message = format!("the key belongs to workspace `{own}` and may not access workspace `{target}`");
-                self.refuse(&caller.0, "workspace", action, target, &message);
-                return Err(ApiError::Forbidden { message: format!("{message}: use a key of `{target}`") });
-            }
+        if let (Some(own), Some(target)) = (info.workspace.as_deref(), workspace)
+            && own != target
+        {
+            let message = format!("the key belongs to workspace `{own}` and may not access workspace `{target}`");
+            self.refuse(&caller.0, "workspace", action, target, &message);
+            return Err(ApiError::Forbidden { message: format!("{message}: use a key of `{target}`") });
         }
         if info.workspace.is_some() && workspace.is_none() {
             // Only keys valid everywhere may act across workspaces.
@@ -106,10 +114,10 @@ impl AppState {
     /// for this reason were recorded within the window.
     pub fn refuse(&self, key: &KeyRecord, reason: &'static str, action: &str, target: &str, message: &str) {
         self.metrics.auth_refusals.get_or_create(&ReasonLabels { reason }).inc();
-        if let Some(carried) = self.refusals.note(&key.info.id, reason) {
-            if let Some(event) = refusal_event(key, reason, action, target, message, carried + 1) {
-                self.record_in_background(event);
-            }
+        if let Some(carried) = self.refusals.note(&key.info.id, reason)
+            && let Some(event) = refusal_event(key, reason, action, target, message, carried + 1)
+        {
+            self.record_in_background(event);
         }
     }
 
@@ -118,7 +126,10 @@ impl AppState {
         for ((key_id, reason), count) in self.refusals.closed(now) {
             let Some(key) = self.keys.get(&key_id) else { continue };
             let workspace = key.info.workspace.clone().unwrap_or_default();
-            let message = format!("{count} further requests were refused for the same reason within {}s", REFUSAL_WINDOW.as_secs());
+            let message = format!(
+                "{count} further requests were refused for the same reason within {}s",
+                REFUSAL_WINDOW.as_secs()
+            );
             if let Some(event) = refusal_event(&key, reason, "api.request", &workspace, &message, count) {
                 self.record_in_background(event);
             }
@@ -137,11 +148,7 @@ impl AppState {
 
 /// The workspace whose log holds events about a key: its own, or the system log.
 pub fn key_log_workspace(key: &KeyRecord) -> WorkspaceName {
-    key.info
-        .workspace
-        .as_deref()
-        .and_then(|w| WorkspaceName::parse(w).ok())
-        .unwrap_or_else(WorkspaceName::system)
+    key.info.workspace.as_deref().and_then(|w| WorkspaceName::parse(w).ok()).unwrap_or_else(WorkspaceName::system)
 }
 
 fn refusal_event(
@@ -168,10 +175,14 @@ fn refusal_event(
     .ok()
 }
 
-/// Per (key, reason) windows of refusals.
+/// A key id and the reason its requests were refused.
+type RefusalKey = (String, &'static str);
+
+/// Per (key, reason) windows of refusals: when each opened, and how many
+/// refusals it has suppressed since.
 #[derive(Default)]
 pub struct RefusalWindows {
-    windows: Mutex<HashMap<(String, &'static str), (Instant, u64)>>,
+    windows: Mutex<HashMap<RefusalKey, (Instant, u64)>>,
 }
 
 impl RefusalWindows {
@@ -196,7 +207,7 @@ impl RefusalWindows {
     }
 
     /// Removes the windows that closed by `now`; returns those with suppressed refusals.
-    pub fn closed(&self, now: Instant) -> Vec<((String, &'static str), u64)> {
+    pub fn closed(&self, now: Instant) -> Vec<(RefusalKey, u64)> {
         let Ok(mut windows) = self.windows.lock() else { return Vec::new() };
         let mut out = Vec::new();
         windows.retain(|key, (opened, suppressed)| {

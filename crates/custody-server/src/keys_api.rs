@@ -74,15 +74,16 @@ pub async fn create(
     if workspace.is_system() {
         return Err(ApiError::bad_request("reserved_workspace", format!("workspace `{workspace}` is reserved")));
     }
-    let scope = Scope::parse(&request.scope).map_err(|m| ApiError::bad_request("invalid_value", format!("scope: {m}")))?;
-    if let Some(label) = &request.label {
-        if label.len() > 200 || label.chars().any(char::is_control) {
-            return Err(ApiError::bad_request("invalid_value", "label: at most 200 characters, no control characters"));
-        }
+    let scope =
+        Scope::parse(&request.scope).map_err(|m| ApiError::bad_request("invalid_value", format!("scope: {m}")))?;
+    if let Some(label) = &request.label
+        && (label.len() > 200 || label.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request("invalid_value", "label: at most 200 characters, no control characters"));
     }
     state.authorize(&caller, Scope::Admin, Some(workspace.as_str()), "api_key.create")?;
-    let (id, token) = generate_token()
-        .map_err(|e| ApiError::Unavailable { message: format!("no randomness for a new key: {e}") })?;
+    let (id, token) =
+        generate_token().map_err(|e| ApiError::Unavailable { message: format!("no randomness for a new key: {e}") })?;
     let info = ApiKeyInfo {
         id,
         workspace: Some(workspace.to_string()),
@@ -126,7 +127,11 @@ pub async fn revoke(
         Some(ws) => state.authorize(&caller, Scope::Admin, Some(ws), "api_key.revoke")?,
         // A key valid everywhere can be revoked only by another such key.
         None if caller.workspace().is_none() => state.authorize(&caller, Scope::Admin, None, "api_key.revoke")?,
-        None => return Err(ApiError::Forbidden { message: "only a key valid in every workspace may revoke this key".into() }),
+        None => {
+            return Err(ApiError::Forbidden {
+                message: "only a key valid in every workspace may revoke this key".into(),
+            });
+        }
     }
     if key.info.revoked_at.is_some() {
         return Ok(Json(json!({ "info": key.info })));

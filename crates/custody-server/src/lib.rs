@@ -129,10 +129,8 @@ impl RunningServer {
 
 /// Opens the stores, makes sure an admin key exists, binds and starts serving.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir {
-        path: config.data_dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError::DataDir { path: config.data_dir.display().to_string(), reason: e.to_string() })?;
     let key_path = config.signing_key_path();
     let (signer, created) = signing_key::load_or_create(&key_path, &config.log_name)?;
     if created {
@@ -160,9 +158,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| StartError::Listen { addr: config.listen, reason: e.to_string() })?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|e| StartError::Listen { addr: config.listen, reason: e.to_string() })?;
+    let local_addr =
+        listener.local_addr().map_err(|e| StartError::Listen { addr: config.listen, reason: e.to_string() })?;
     tokio::spawn(flush_refusals_periodically(state.clone()));
     let app = router(state);
     let (tx, rx) = oneshot::channel::<()>();
@@ -220,13 +217,10 @@ async fn ensure_bootstrap_key(state: &AppState, supplied: Option<&str>) -> Resul
         created_at: Timestamp::now(),
         revoked_at: None,
     };
-    let event = keys_api::key_event("api_key.created", None, &info).map_err(|e| StartError::Bootstrap(e.to_string()))?;
+    let event =
+        keys_api::key_event("api_key.created", None, &info).map_err(|e| StartError::Bootstrap(e.to_string()))?;
     state.audit.append(vec![event]).await.map_err(|e| StartError::Bootstrap(e.to_string()))?;
-    state
-        .keys
-        .insert(KeyRecord { info, token_hash: hash_token(&token) })
-        .await
-        .map_err(StartError::KeyStore)?;
+    state.keys.insert(KeyRecord { info, token_hash: hash_token(&token) }).await.map_err(StartError::KeyStore)?;
     Ok(if supplied.is_some() { None } else { Some(token) })
 }
 

@@ -42,7 +42,11 @@ impl Metrics {
         let commit_group_events = Histogram::new(exponential_buckets(1.0, 2.0, 14));
         let commit_duration = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
         let auth_refusals = Family::<ReasonLabels, Counter>::default();
-        registry.register("custody_audit_appends", "Audit events appended durably, by kind and decision", appends.clone());
+        registry.register(
+            "custody_audit_appends",
+            "Audit events appended durably, by kind and decision",
+            appends.clone(),
+        );
         registry.register(
             "custody_audit_append_duration_seconds",
             "Time from receiving an append request to answering it with receipts",

@@ -34,16 +34,17 @@ impl Params {
     }
 
     pub fn required(&self, name: &str) -> Result<&str, ApiError> {
-        self.values
-            .get(name)
-            .map(String::as_str)
-            .ok_or_else(|| ApiError::bad_request("missing_parameter", format!("the query parameter `{name}` is required")))
+        self.values.get(name).map(String::as_str).ok_or_else(|| {
+            ApiError::bad_request("missing_parameter", format!("the query parameter `{name}` is required"))
+        })
     }
 
     pub fn workspace(&self) -> Result<Option<WorkspaceName>, ApiError> {
         self.values
             .get("workspace")
-            .map(|w| WorkspaceName::parse(w).map_err(|m| ApiError::bad_request("invalid_value", format!("workspace: {m}"))))
+            .map(|w| {
+                WorkspaceName::parse(w).map_err(|m| ApiError::bad_request("invalid_value", format!("workspace: {m}")))
+            })
             .transpose()
     }
 
@@ -52,7 +53,10 @@ impl Params {
             .get(name)
             .map(|v| {
                 v.parse().map_err(|_| {
-                    ApiError::bad_request("invalid_value", format!("`{name}` must be a non-negative integer, got `{v}`"))
+                    ApiError::bad_request(
+                        "invalid_value",
+                        format!("`{name}` must be a non-negative integer, got `{v}`"),
+                    )
                 })
             })
             .transpose()
@@ -70,7 +74,12 @@ impl Params {
             .transpose()
     }
 
-    pub fn parsed<T>(&self, name: &str, parse: impl Fn(&str) -> Option<T>, expected: &str) -> Result<Option<T>, ApiError> {
+    pub fn parsed<T>(
+        &self,
+        name: &str,
+        parse: impl Fn(&str) -> Option<T>,
+        expected: &str,
+    ) -> Result<Option<T>, ApiError> {
         self.values
             .get(name)
             .map(|v| {

@@ -35,10 +35,10 @@ impl ReaderPool {
             _ => open_reader(&self.path, self.read_only)?,
         };
         let result = f(&conn);
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < 8 {
-                idle.push(conn);
-            }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < 8
+        {
+            idle.push(conn);
         }
         result
     }
@@ -150,17 +150,17 @@ pub fn workspaces(conn: &Connection) -> rusqlite::Result<Result<Vec<WorkspaceNam
          UNION SELECT workspace FROM audit_checkpoints GROUP BY workspace ORDER BY 1",
     )?;
     let names: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    Ok(names
-        .into_iter()
-        .map(|n| WorkspaceName::parse(&n).map_err(StoreError::Corrupt))
-        .collect())
+    Ok(names.into_iter().map(|n| WorkspaceName::parse(&n).map_err(StoreError::Corrupt)).collect())
 }
 
 fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCheckpoint> {
     Ok(StoredCheckpoint { id: r.get::<_, i64>(0)? as u64, tree_size: r.get::<_, i64>(1)? as u64, note: r.get(2)? })
 }
 
-pub fn latest_checkpoint(conn: &Connection, ws: &str) -> rusqlite::Result<Result<Option<StoredCheckpoint>, StoreError>> {
+pub fn latest_checkpoint(
+    conn: &Connection,
+    ws: &str,
+) -> rusqlite::Result<Result<Option<StoredCheckpoint>, StoreError>> {
     let row = conn
         .prepare_cached(
             "SELECT id, tree_size, note FROM audit_checkpoints WHERE workspace = ?1 ORDER BY id DESC LIMIT 1",

@@ -99,9 +99,7 @@ impl GroupCommitWriter {
                 tx.prepare_cached("INSERT INTO audit_nodes (workspace, level, idx, hash) VALUES (?1, ?2, ?3, ?4)")?;
             for (event, canonical) in group.iter().flat_map(|job| job.events.iter()) {
                 let ws = event.workspace.as_str();
-                let frontier = staged
-                    .entry(ws)
-                    .or_insert_with(|| self.frontiers.get(ws).cloned().unwrap_or_default());
+                let frontier = staged.entry(ws).or_insert_with(|| self.frontiers.get(ws).cloned().unwrap_or_default());
                 let seq = frontier.size();
                 let payload = entry_bytes(canonical, seq, &recorded_at);
                 let leaf = hash_leaf(&payload);
@@ -130,10 +128,10 @@ impl GroupCommitWriter {
             let mut insert_checkpoint =
                 tx.prepare_cached("INSERT INTO audit_checkpoints (workspace, tree_size, note) VALUES (?1, ?2, ?3)")?;
             for (ws, frontier) in &staged {
-                let checkpoint = Checkpoint { origin: origin(&self.signer, ws), size: frontier.size(), root: frontier.root() };
-                let note = checkpoint
-                    .sign(&self.signer)
-                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                let checkpoint =
+                    Checkpoint { origin: origin(&self.signer, ws), size: frontier.size(), root: frontier.root() };
+                let note =
+                    checkpoint.sign(&self.signer).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
                 insert_checkpoint.execute(params![ws, frontier.size() as i64, note])?;
                 notes.insert(ws, (frontier.size(), note));
             }

@@ -1,0 +1,68 @@
+//! The binary's help and its errors teach; exit codes are as documented.
+
+mod common;
+
+#[test]
+fn help_explains_every_command() {
+    let out = common::run(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in ["serve", "verify", "keys", "bench", "Exit codes"] {
+        assert!(help.contains(word), "`custody --help` should mention {word}:\n{help}");
+    }
+    for (args, word) in [
+        (vec!["serve", "--help"], "--data-dir"),
+        (vec!["serve", "--help"], "CUSTODY_BOOTSTRAP_KEY"),
+        (vec!["verify", "--help"], "--public-key"),
+        (vec!["keys", "create", "--help"], "audit:write"),
+        (vec!["keys", "list", "--help"], "--workspace"),
+        (vec!["keys", "revoke", "--help"], "<ID>"),
+        (vec!["bench", "audit", "--help"], "--release"),
+    ] {
+        let out = common::run(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains(word), "`custody {}` should mention {word}:\n{help}", args.join(" "));
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(common::run(&["serve", "--listen", "not-an-address"]).status.code(), Some(2));
+    assert_eq!(common::run(&["frobnicate"]).status.code(), Some(2));
+    let out = common::run(&["keys", "list", "--server", "ftp://x", "--key", "k"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http://"));
+}
+
+#[test]
+fn keys_commands_manage_keys_on_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = common::serve(&dir.path().join("data"));
+    let keys = |args: &[&str]| {
+        common::custody()
+            .arg("keys")
+            .args(args)
+            .env("CUSTODY_SERVER", &url)
+            .env("CUSTODY_KEY", common::ADMIN)
+            .output()
+            .unwrap()
+    };
+    let out = keys(&["create", "--workspace", "acme", "--scope", "audit:write", "--label", "permission-layer"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(token.starts_with("cust_"), "{token}");
+    let id = token.split('_').nth(1).unwrap().to_owned();
+    let out = keys(&["list", "--workspace", "acme"]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains(&id) && listing.contains("permission-layer") && listing.contains("active"), "{listing}");
+    let out = keys(&["revoke", &id]);
+    assert_eq!(out.status.code(), Some(0));
+    let listing = String::from_utf8_lossy(&keys(&["list"]).stdout).into_owned();
+    assert!(listing.lines().any(|l| l.contains(&id) && l.contains("revoked")), "{listing}");
+    let out = keys(&["create", "--workspace", "acme", "--scope", "root"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("audit:write, trace:write, read, admin"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
