@@ -119,9 +119,14 @@ async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
         "clients", "appends/s", "p50 ms", "p99 ms", "x baseline", "p50/base p50"
     );
     let mut results = Vec::new();
+    let metrics_url = format!("http://{}/metrics", server.local_addr);
+    let mut groups = Vec::new();
     for &clients in &args.clients {
         eprintln!("driving {clients} clients for {}s…", seconds.as_secs());
+        let before = commit_stats(&metrics_url).await?;
         let m = drive(&url, &key, clients.max(1), seconds).await?;
+        let after = commit_stats(&metrics_url).await?;
+        groups.push((clients, after.since(&before)));
         println!(
             "{:>7} {:>11.0} {:>9.3} {:>9.3} {:>11.1}x {:>13.2}x",
             clients,
@@ -134,6 +139,17 @@ async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
         results.push((clients, m));
     }
     server.shutdown().await?;
+    println!();
+    println!("inside the writer (from /metrics, warm-up included):");
+    for (clients, g) in &groups {
+        println!(
+            "{:>7} clients: {:.1} events per commit group, {:.3} ms per group commit ({} groups)",
+            clients,
+            g.events / g.groups.max(1.0),
+            g.commit_seconds * 1000.0 / g.groups.max(1.0),
+            g.groups
+        );
+    }
     println!();
     println!(
         "targets: at 64 clients >= 20000 appends/s, >= 8x the baseline, p99 <= 10 ms; at 1 client p50 <= 2x the baseline p50"
@@ -149,6 +165,38 @@ async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Totals of the writer's commit histograms.
+#[derive(Default)]
+struct CommitStats {
+    groups: f64,
+    events: f64,
+    commit_seconds: f64,
+}
+
+impl CommitStats {
+    fn since(&self, before: &CommitStats) -> CommitStats {
+        CommitStats {
+            groups: self.groups - before.groups,
+            events: self.events - before.events,
+            commit_seconds: self.commit_seconds - before.commit_seconds,
+        }
+    }
+}
+
+async fn commit_stats(url: &str) -> anyhow::Result<CommitStats> {
+    let text = reqwest::get(url).await?.text().await?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
+            .unwrap_or(0.0)
+    };
+    Ok(CommitStats {
+        groups: value("custody_audit_commit_group_events_count "),
+        events: value("custody_audit_commit_group_events_sum "),
+        commit_seconds: value("custody_audit_commit_duration_seconds_sum "),
+    })
 }
 
 /// `clients` tasks, each appending one event per request for `duration`, after a short warm-up.
