@@ -8,6 +8,7 @@
 //! Writes go through one [`writer`] thread (group commit); reads use a small pool
 //! of connections on blocking threads, which WAL mode lets run beside the writer.
 
+mod indexer;
 mod reader;
 mod schema;
 mod writer;
@@ -47,11 +48,16 @@ impl SqliteAuditLog {
         let conn = schema::open_writer(path, options.busy_timeout).map_err(io)?;
         let verifier = signer.verifier();
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
-        let writer = GroupCommitWriter::new(conn, signer, options).map_err(io)?;
+        let index = indexer::open(path).map_err(io)?;
+        let (notify, commits) = std::sync::mpsc::sync_channel(1);
+        let writer = GroupCommitWriter::new(conn, signer, options, notify).map_err(io)?;
+        let thread_error =
+            |e: std::io::Error| OpenError::Io { path: path.display().to_string(), reason: e.to_string() };
+        std::thread::Builder::new().name("audit-writer".into()).spawn(move || writer.run(rx)).map_err(thread_error)?;
         std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| OpenError::Io { path: path.display().to_string(), reason: e.to_string() })?;
+            .name("audit-indexer".into())
+            .spawn(move || indexer::run(index, commits))
+            .map_err(thread_error)?;
         Ok(Self { jobs: Some(tx), readers: Arc::new(ReaderPool::new(path.to_path_buf(), false)), verifier })
     }
 

@@ -1,6 +1,7 @@
 //! `custody bench`: throughput and latency against a naive baseline measured in
 //! the same run, on the same disk.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use custody_server::ServerConfig;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -111,7 +113,6 @@ async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
     let mut config = ServerConfig::new(tmp.path().join("server"), "127.0.0.1:0".parse()?);
     config.bootstrap_key = Some(key.clone());
     let server = custody_server::start(config).await?;
-    let url = format!("http://{}/api/v1/audit/events", server.local_addr);
 
     println!();
     println!(
@@ -124,7 +125,7 @@ async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
     for &clients in &args.clients {
         eprintln!("driving {clients} clients for {}s…", seconds.as_secs());
         let before = commit_stats(&metrics_url).await?;
-        let m = drive(&url, &key, clients.max(1), seconds).await?;
+        let m = drive(server.local_addr, &key, clients.max(1), seconds).await?;
         let after = commit_stats(&metrics_url).await?;
         groups.push((clients, after.since(&before)));
         println!(
@@ -139,6 +140,28 @@ async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
         results.push((clients, m));
     }
     server.shutdown().await?;
+
+    // The same load without HTTP, straight into the writer: what HTTP costs.
+    println!();
+    println!("without HTTP (AuditLog::append from in-process tasks, same event, same disk):");
+    let signer = custody_ledger::NoteSigner::from_seed("custody.bench/audit", [7; 32])?;
+    let log: Arc<dyn custody_audit::AuditLog> = Arc::new(custody_audit::sqlite::SqliteAuditLog::open(
+        &tmp.path().join("direct.db"),
+        signer,
+        custody_audit::OpenOptions::default(),
+    )?);
+    for &clients in &args.clients {
+        let m = drive_direct(log.clone(), clients.max(1), seconds).await?;
+        println!(
+            "{:>7} {:>11.0} {:>9.3} {:>9.3} {:>11.1}x {:>13.2}x",
+            clients,
+            m.rate,
+            ms(m.p50),
+            ms(m.p99),
+            m.rate / baseline.rate,
+            m.p50.as_secs_f64() / baseline.p50.as_secs_f64()
+        );
+    }
     println!();
     println!("inside the writer (from /metrics, warm-up included):");
     for (clients, g) in &groups {
@@ -188,9 +211,7 @@ impl CommitStats {
 async fn commit_stats(url: &str) -> anyhow::Result<CommitStats> {
     let text = reqwest::get(url).await?.text().await?;
     let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
-            .unwrap_or(0.0)
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
     };
     Ok(CommitStats {
         groups: value("custody_audit_commit_group_events_count "),
@@ -199,31 +220,28 @@ async fn commit_stats(url: &str) -> anyhow::Result<CommitStats> {
     })
 }
 
-/// `clients` tasks, each appending one event per request for `duration`, after a short warm-up.
-async fn drive(url: &str, key: &str, clients: usize, duration: Duration) -> anyhow::Result<Measured> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
+/// `clients` connections, each appending one event per request for `duration`,
+/// after a short warm-up.
+///
+/// The load generator speaks minimal HTTP/1.1 over keep-alive connections itself:
+/// on two cores a general-purpose client would take much of the CPU that the
+/// server under test needs, and the figures would measure the client.
+async fn drive(addr: SocketAddr, key: &str, clients: usize, duration: Duration) -> anyhow::Result<Measured> {
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let (http, url, key) = (http.clone(), url.to_owned(), key.to_owned());
+        let key = key.to_owned();
         let (measuring, stop) = (measuring.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
+            let mut connection = RawConnection::open(addr).await?;
             let mut latencies = Vec::new();
             let mut n = c as u64 * 1_000_000_000;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 let started = Instant::now();
-                let response = http
-                    .post(&url)
-                    .bearer_auth(&key)
-                    .header("content-type", "application/json")
-                    .body(event_body(n))
-                    .send()
-                    .await?;
-                let status = response.status();
-                let _ = response.bytes().await?;
-                anyhow::ensure!(status == reqwest::StatusCode::CREATED, "append answered {status}");
+                let status = connection.post("/api/v1/audit/events", &key, event_body(n).as_bytes()).await?;
+                anyhow::ensure!(status == 201, "append answered {status}");
                 if measuring.load(Ordering::Relaxed) {
                     latencies.push(started.elapsed());
                 }
@@ -243,6 +261,94 @@ async fn drive(url: &str, key: &str, clients: usize, duration: Duration) -> anyh
         all.extend(task.await??);
     }
     Ok(summarize(all, elapsed))
+}
+
+/// Like [`drive`], but calling the audit log in-process.
+async fn drive_direct(
+    log: Arc<dyn custody_audit::AuditLog>,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Measured> {
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (log, measuring, stop) = (log.clone(), measuring.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = c as u64 * 1_000_000_000;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let started = Instant::now();
+                let events = custody_server::parse_events(event_body(n).as_bytes())
+                    .map_err(|e| anyhow::anyhow!("bench event: {e}"))?;
+                log.append(events).await?;
+                if measuring.load(Ordering::Relaxed) {
+                    latencies.push(started.elapsed());
+                }
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    Ok(summarize(all, elapsed))
+}
+
+/// One keep-alive HTTP/1.1 connection that sends requests and reads whole answers.
+struct RawConnection {
+    stream: tokio::io::BufStream<tokio::net::TcpStream>,
+    buffer: Vec<u8>,
+}
+
+impl RawConnection {
+    async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self { stream: tokio::io::BufStream::new(stream), buffer: Vec::with_capacity(4096) })
+    }
+
+    /// Sends a POST and returns the answer's status; the answer's body is read and dropped.
+    async fn post(&mut self, path: &str, key: &str, body: &[u8]) -> anyhow::Result<u16> {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.stream.write_all(head.as_bytes()).await?;
+        self.stream.write_all(body).await?;
+        self.stream.flush().await?;
+        let mut status = 0;
+        let mut length = 0usize;
+        loop {
+            self.buffer.clear();
+            let n = self.stream.read_until(b'\n', &mut self.buffer).await?;
+            anyhow::ensure!(n > 0, "the server closed the connection");
+            let line = std::str::from_utf8(&self.buffer)?.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if status == 0 {
+                status = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            } else if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse()?;
+            }
+        }
+        self.buffer.resize(length, 0);
+        self.stream.read_exact(&mut self.buffer).await?;
+        Ok(status)
+    }
 }
 
 /// The naive durable write: one row, one transaction, one fsync, on one connection.

@@ -53,51 +53,85 @@ pub fn store_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Runs an audit search. With a workspace and an indexed filter (action id,
+/// resource id, principal) it reads the derived index up to its watermark and
+/// scans the log beyond it; otherwise it walks the log in seq order.
 pub fn query(conn: &Connection, q: &EventQuery) -> rusqlite::Result<Result<EventPage, StoreError>> {
-    let mut sql = String::from("SELECT workspace, seq, leaf_hash, payload FROM audit_events WHERE 1 = 1");
     let mut args: Vec<SqlValue> = Vec::new();
-    let mut filter = |sql: &mut String, clause: &str, value: SqlValue| {
+    let mut arg = |value: SqlValue| {
         args.push(value);
-        sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+        format!("?{}", args.len())
     };
-    if let Some(ws) = &q.workspace {
-        filter(&mut sql, "workspace =", ws.to_string().into());
+    let mut filters = Vec::new();
+    let ws = q.workspace.as_ref().map(|w| arg(w.to_string().into()));
+    if let Some(ws) = &ws {
+        filters.push(format!("e.workspace = {ws}"));
     }
-    if let Some(v) = &q.principal {
-        filter(&mut sql, "principal_id =", v.clone().into());
+    let text_filters = [
+        ("e.principal_id", q.principal.clone()),
+        ("e.action", q.action.clone()),
+        ("e.kind", q.kind.map(|k| k.as_str().to_owned())),
+        ("e.decision", q.decision.map(|d| d.as_str().to_owned())),
+        ("e.resource_type", q.resource_type.clone()),
+        ("e.resource_id", q.resource_id.clone()),
+        ("e.action_id", q.action_id.clone()),
+    ];
+    let mut bound = std::collections::HashMap::new();
+    for (column, value) in text_filters {
+        if let Some(value) = value {
+            let p = arg(value.into());
+            filters.push(format!("{column} = {p}"));
+            bound.insert(column, p);
+        }
     }
-    if let Some(v) = &q.action {
-        filter(&mut sql, "action =", v.clone().into());
+    let since = q.since.map(|t| arg(t.unix_nanos().into()));
+    let until = q.until.map(|t| arg(t.unix_nanos().into()));
+    if let Some(p) = &since {
+        filters.push(format!("e.ts_ns >= {p}"));
     }
-    if let Some(v) = q.kind {
-        filter(&mut sql, "kind =", v.as_str().to_owned().into());
-    }
-    if let Some(v) = q.decision {
-        filter(&mut sql, "decision =", v.as_str().to_owned().into());
-    }
-    if let Some(v) = &q.resource_type {
-        filter(&mut sql, "resource_type =", v.clone().into());
-    }
-    if let Some(v) = &q.resource_id {
-        filter(&mut sql, "resource_id =", v.clone().into());
-    }
-    if let Some(v) = &q.action_id {
-        filter(&mut sql, "action_id =", v.clone().into());
-    }
-    if let Some(v) = q.since {
-        filter(&mut sql, "ts_ns >=", v.unix_nanos().into());
-    }
-    if let Some(v) = q.until {
-        filter(&mut sql, "ts_ns <", v.unix_nanos().into());
+    if let Some(p) = &until {
+        filters.push(format!("e.ts_ns < {p}"));
     }
     if let Some(after) = &q.after {
-        args.push(after.workspace.clone().into());
-        args.push((after.seq as i64).into());
-        let (w, s) = (args.len() - 1, args.len());
-        sql.push_str(&format!(" AND (workspace > ?{w} OR (workspace = ?{w} AND seq > ?{s}))"));
+        let (w, s) = (arg(after.workspace.clone().into()), arg((after.seq as i64).into()));
+        filters.push(format!("(e.workspace > {w} OR (e.workspace = {w} AND e.seq > {s}))"));
     }
     let limit = q.limit.max(1);
-    sql.push_str(&format!(" ORDER BY workspace, seq LIMIT {}", limit + 1));
+    let columns = "SELECT e.workspace, e.seq, e.leaf_hash, e.payload FROM audit_events e";
+    let filter = if filters.is_empty() { "1 = 1".to_owned() } else { filters.join(" AND ") };
+    let candidates = match (&ws, has_index(conn)?) {
+        (Some(ws), true) => {
+            if let Some(p) = bound.get("e.action_id") {
+                Some(format!("SELECT id FROM idx.by_action_id WHERE workspace = {ws} AND action_id = {p}"))
+            } else if let Some(p) = bound.get("e.resource_id") {
+                let of_type =
+                    bound.get("e.resource_type").map(|t| format!(" AND resource_type = {t}")).unwrap_or_default();
+                Some(format!("SELECT id FROM idx.by_resource WHERE workspace = {ws} AND resource_id = {p}{of_type}"))
+            } else if let Some(p) = bound.get("e.principal_id") {
+                let mut range = String::new();
+                if let Some(s) = &since {
+                    range.push_str(&format!(" AND ts_ns >= {s}"));
+                }
+                if let Some(u) = &until {
+                    range.push_str(&format!(" AND ts_ns < {u}"));
+                }
+                Some(format!("SELECT id FROM idx.by_principal WHERE workspace = {ws} AND principal_id = {p}{range}"))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    let sql = match candidates {
+        Some(candidates) => format!(
+            "{columns} WHERE e.id IN ({candidates}) AND e.id <= (SELECT up_to FROM idx.indexed) AND {filter}
+             UNION ALL
+             {columns} WHERE e.id > (SELECT up_to FROM idx.indexed) AND {filter}
+             ORDER BY 1, 2 LIMIT {}",
+            limit + 1
+        ),
+        None => format!("{columns} WHERE {filter} ORDER BY e.workspace, e.seq LIMIT {}", limit + 1),
+    };
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, Vec<u8>>(3)?))
@@ -119,6 +153,12 @@ pub fn query(conn: &Connection, q: &EventQuery) -> rusqlite::Result<Result<Event
         last = Some(QueryCursor { workspace: ws, seq: seq as u64 });
     }
     Ok(Ok(EventPage { events, next_cursor: if more { last } else { None } }))
+}
+
+fn has_index(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT count(*) FROM pragma_database_list WHERE name = 'idx'")?
+        .query_row([], |r| r.get::<_, i64>(0))
+        .map(|n| n > 0)
 }
 
 pub fn entries(

@@ -7,6 +7,7 @@
 //! tree state stays as it was before the group.
 
 use std::collections::HashMap;
+use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
 use custody_ledger::merkle::hash_leaf;
@@ -29,12 +30,19 @@ pub struct GroupCommitWriter {
     options: OpenOptions,
     /// The committed right edge of each workspace's tree.
     frontiers: HashMap<String, MerkleFrontier>,
+    /// Tells the indexer that new entries are committed.
+    indexer: SyncSender<()>,
 }
 
 impl GroupCommitWriter {
-    pub fn new(conn: Connection, signer: NoteSigner, options: OpenOptions) -> rusqlite::Result<Self> {
+    pub fn new(
+        conn: Connection,
+        signer: NoteSigner,
+        options: OpenOptions,
+        indexer: SyncSender<()>,
+    ) -> rusqlite::Result<Self> {
         let frontiers = load_frontiers(&conn)?;
-        Ok(Self { conn, signer, options, frontiers })
+        Ok(Self { conn, signer, options, frontiers, indexer })
     }
 
     pub fn run(mut self, mut jobs: mpsc::Receiver<AppendJob>) {
@@ -53,6 +61,8 @@ impl GroupCommitWriter {
             let started = Instant::now();
             match self.commit(&group) {
                 Ok(mut receipts) => {
+                    // A full channel means the indexer already has news to act on.
+                    let _ = self.indexer.try_send(());
                     if let Some(observer) = &self.options.observer {
                         observer.group_committed(count, started.elapsed());
                     }
