@@ -140,7 +140,8 @@ async fn verify_names_the_first_bad_entry_for_every_kind_of_tampering() {
                     let text = format!("custody.test/audit/acme\n7\n{}\n", "A".repeat(43) + "=");
                     let note = other_key.sign(&text).unwrap();
                     c.execute(
-                        "INSERT INTO audit_checkpoints (workspace, tree_size, note) VALUES ('acme', 7, ?1)",
+                        "INSERT INTO audit_checkpoints (workspace, id, tree_size, note)
+                         VALUES ('acme', (SELECT max(id) + 1 FROM audit_checkpoints), 7, ?1)",
                         params![note],
                     )
                     .unwrap();
@@ -156,7 +157,8 @@ async fn verify_names_the_first_bad_entry_for_every_kind_of_tampering() {
                     c.execute_batch("DELETE FROM audit_events WHERE workspace = 'acme' AND seq >= 8;").unwrap();
                     let note = forged_note(c, 8, &real_key);
                     c.execute(
-                        "INSERT INTO audit_checkpoints (workspace, tree_size, note) VALUES ('acme', 8, ?1)",
+                        "INSERT INTO audit_checkpoints (workspace, id, tree_size, note)
+                         VALUES ('acme', (SELECT max(id) + 1 FROM audit_checkpoints), 8, ?1)",
                         params![note],
                     )
                     .unwrap();

@@ -55,6 +55,7 @@ fn check(conn: &Connection) -> rusqlite::Result<()> {
 /// Indexes everything new, then waits for the writer's next notification. Ends
 /// when the writer is gone (after a last catch-up).
 pub fn run(conn: Connection, commits: Receiver<()>) {
+    lower_priority();
     loop {
         let started = Instant::now();
         match index_batch(&conn) {
@@ -104,4 +105,21 @@ pub fn index_batch(conn: &Connection) -> rusqlite::Result<usize> {
     tx.execute("UPDATE indexed SET up_to = ?1", params![to])?;
     tx.commit()?;
     Ok(count)
+}
+
+/// Index maintenance is background work: under full load the CPU goes first to
+/// the writer and the request path, whose latency callers wait on.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority only read their integer arguments; on Linux
+        // PRIO_PROCESS with a thread id renices just this thread.
+        let result = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, 10)
+        };
+        if result != 0 {
+            tracing::debug!("could not lower the indexer's priority");
+        }
+    }
 }

@@ -9,7 +9,7 @@ use custody_model::{ConsistencyProof, InclusionProof, StoredEntry, WorkspaceName
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::schema::open_reader;
+use super::schema::{node_position, open_reader};
 use super::writer::to_hash;
 use crate::{
     EventPage, EventQuery, ProofQueryError, QueryCursor, RawEntry, StoreError, StoredCheckpoint, StoredEvent,
@@ -232,8 +232,8 @@ impl NodeSource for StoredNodes<'_> {
                 .query_row(params![self.ws, index as i64], |r| r.get(0))?
         } else {
             self.conn
-                .prepare_cached("SELECT hash FROM audit_nodes WHERE workspace = ?1 AND level = ?2 AND idx = ?3")?
-                .query_row(params![self.ws, level, index as i64], |r| r.get(0))?
+                .prepare_cached("SELECT hash FROM audit_nodes WHERE workspace = ?1 AND pos = ?2")?
+                .query_row(params![self.ws, node_position(level, index)], |r| r.get(0))?
         };
         to_hash(&bytes)
     }

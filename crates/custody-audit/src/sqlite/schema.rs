@@ -27,24 +27,60 @@ CREATE TABLE IF NOT EXISTS audit_events (
 -- The query indexes (principal + time, action id, resource) live in the derived
 -- index database; see INDEX_SCHEMA and the indexer.
 
+-- Interior Merkle nodes, keyed by their position in the order the log creates
+-- hashes (see `node_position`), so each commit appends at the end of the tree.
 CREATE TABLE IF NOT EXISTS audit_nodes (
     workspace TEXT    NOT NULL,
-    level     INTEGER NOT NULL,
-    idx       INTEGER NOT NULL,
+    pos       INTEGER NOT NULL,
     hash      BLOB    NOT NULL,
-    PRIMARY KEY (workspace, level, idx)
+    PRIMARY KEY (workspace, pos)
 ) WITHOUT ROWID;
 
--- `id` is the rowid: it only grows, since rows are never deleted (triggers below),
--- so it orders checkpoints by when they were written.
+-- `id` grows with every checkpoint the writer signs (it never reuses one: rows are
+-- never deleted), so it orders checkpoints by when they were written.
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
-    id         INTEGER PRIMARY KEY,
     workspace  TEXT    NOT NULL,
+    id         INTEGER NOT NULL,
     tree_size  INTEGER NOT NULL,
-    note       TEXT    NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_checkpoints_workspace ON audit_checkpoints (workspace, id);
+    note       TEXT    NOT NULL,
+    PRIMARY KEY (workspace, id)
+) WITHOUT ROWID;
 ";
+
+/// Where interior node `(level ≥ 1, index)` stands among all the hashes of a log in
+/// the order they are created (each leaf, then the nodes it completes, lowest
+/// first). The node is created right after leaf `k = (index + 1)·2^level − 1`;
+/// before that leaf stand `k` leaves and `Σ_{l≥1} ⌊k / 2^l⌋` nodes, then come the
+/// leaf itself and the `level − 1` nodes below this one.
+pub fn node_position(level: u32, index: u64) -> i64 {
+    let k = ((index + 1) << level) - 1;
+    let nodes_before: u64 = (1..64).map(|l| k >> l).sum();
+    (k + nodes_before + u64::from(level)) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_position;
+
+    #[test]
+    fn node_positions_follow_creation_order() {
+        // Leaves 0..8 and their nodes in creation order, leaves marked level 0.
+        let mut order = Vec::new();
+        for leaf in 0u64..8 {
+            order.push((0, leaf));
+            let mut level = 0;
+            while (leaf >> level) & 1 == 1 {
+                level += 1;
+                order.push((level, leaf >> level));
+            }
+        }
+        for (pos, (level, index)) in order.into_iter().enumerate() {
+            if level > 0 {
+                assert_eq!(node_position(level, index), pos as i64, "node ({level}, {index})");
+            }
+        }
+    }
+}
 
 /// The derived query indexes, in their own database file. Each is a WITHOUT ROWID
 /// table whose key ends in the entry's rowid in `audit_events`; `indexed` holds the

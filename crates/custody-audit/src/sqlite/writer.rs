@@ -16,6 +16,7 @@ use custody_model::{AuditEvent, Receipt, Timestamp, entry_bytes};
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::schema::node_position;
 use crate::{AppendError, OpenOptions};
 
 /// Events with their canonical bytes, and where to send the outcome.
@@ -32,6 +33,8 @@ pub struct GroupCommitWriter {
     frontiers: HashMap<String, MerkleFrontier>,
     /// Tells the indexer that new entries are committed.
     indexer: SyncSender<()>,
+    /// The id of the last checkpoint written.
+    last_checkpoint_id: i64,
 }
 
 impl GroupCommitWriter {
@@ -42,7 +45,8 @@ impl GroupCommitWriter {
         indexer: SyncSender<()>,
     ) -> rusqlite::Result<Self> {
         let frontiers = load_frontiers(&conn)?;
-        Ok(Self { conn, signer, options, frontiers, indexer })
+        let last_checkpoint_id = last_checkpoint_id(&conn)?;
+        Ok(Self { conn, signer, options, frontiers, indexer, last_checkpoint_id })
     }
 
     pub fn run(mut self, mut jobs: mpsc::Receiver<AppendJob>) {
@@ -82,10 +86,11 @@ impl GroupCommitWriter {
                     for job in group {
                         let _ = job.reply.send(Err(AppendError::Unavailable(error.to_string())));
                     }
-                    // The transaction rolled back and the frontiers were never
-                    // touched; re-read them anyway in case the file changed under us.
-                    if let Ok(frontiers) = load_frontiers(&self.conn) {
+                    // The transaction rolled back and the state was never touched;
+                    // re-read it anyway in case the file changed under us.
+                    if let (Ok(frontiers), Ok(id)) = (load_frontiers(&self.conn), last_checkpoint_id(&self.conn)) {
                         self.frontiers = frontiers;
+                        self.last_checkpoint_id = id;
                     }
                 }
             }
@@ -106,7 +111,7 @@ impl GroupCommitWriter {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             let mut insert_node =
-                tx.prepare_cached("INSERT INTO audit_nodes (workspace, level, idx, hash) VALUES (?1, ?2, ?3, ?4)")?;
+                tx.prepare_cached("INSERT INTO audit_nodes (workspace, pos, hash) VALUES (?1, ?2, ?3)")?;
             for (event, canonical) in group.iter().flat_map(|job| job.events.iter()) {
                 let ws = event.workspace.as_str();
                 let frontier = staged.entry(ws).or_insert_with(|| self.frontiers.get(ws).cloned().unwrap_or_default());
@@ -128,21 +133,24 @@ impl GroupCommitWriter {
                     payload,
                 ])?;
                 for node in frontier.append(leaf) {
-                    insert_node.execute(params![ws, node.level, node.index as i64, &node.hash[..]])?;
+                    insert_node.execute(params![ws, node_position(node.level, node.index), &node.hash[..]])?;
                 }
                 placed.push((ws, seq, leaf));
             }
         }
         let mut notes: HashMap<&str, (u64, String)> = HashMap::new();
+        let mut next_checkpoint_id = self.last_checkpoint_id;
         {
-            let mut insert_checkpoint =
-                tx.prepare_cached("INSERT INTO audit_checkpoints (workspace, tree_size, note) VALUES (?1, ?2, ?3)")?;
+            let mut insert_checkpoint = tx.prepare_cached(
+                "INSERT INTO audit_checkpoints (workspace, id, tree_size, note) VALUES (?1, ?2, ?3, ?4)",
+            )?;
             for (ws, frontier) in &staged {
                 let checkpoint =
                     Checkpoint { origin: origin(&self.signer, ws), size: frontier.size(), root: frontier.root() };
                 let note =
                     checkpoint.sign(&self.signer).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                insert_checkpoint.execute(params![ws, frontier.size() as i64, note])?;
+                next_checkpoint_id += 1;
+                insert_checkpoint.execute(params![ws, next_checkpoint_id, frontier.size() as i64, note])?;
                 notes.insert(ws, (frontier.size(), note));
             }
         }
@@ -164,6 +172,7 @@ impl GroupCommitWriter {
         for (ws, frontier) in staged {
             self.frontiers.insert(ws.to_owned(), frontier);
         }
+        self.last_checkpoint_id = next_checkpoint_id;
         Ok(receipts)
     }
 }
@@ -189,7 +198,7 @@ fn load_frontiers(conn: &Connection) -> rusqlite::Result<HashMap<String, MerkleF
     let mut sizes = conn.prepare("SELECT workspace, MAX(seq) + 1 FROM audit_events GROUP BY workspace")?;
     let sizes: Vec<(String, i64)> = sizes.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
     let mut leaf = conn.prepare("SELECT leaf_hash FROM audit_events WHERE workspace = ?1 AND seq = ?2")?;
-    let mut node = conn.prepare("SELECT hash FROM audit_nodes WHERE workspace = ?1 AND level = ?2 AND idx = ?3")?;
+    let mut node = conn.prepare("SELECT hash FROM audit_nodes WHERE workspace = ?1 AND pos = ?2")?;
     let mut out = HashMap::new();
     for (ws, size) in sizes {
         let size = size as u64;
@@ -198,7 +207,7 @@ fn load_frontiers(conn: &Connection) -> rusqlite::Result<HashMap<String, MerkleF
             let bytes: Vec<u8> = if level == 0 {
                 leaf.query_row(params![ws, index as i64], |r| r.get(0))?
             } else {
-                node.query_row(params![ws, level, index as i64], |r| r.get(0))?
+                node.query_row(params![ws, node_position(level, index)], |r| r.get(0))?
             };
             peaks.push(to_hash(&bytes)?);
         }
@@ -207,6 +216,10 @@ fn load_frontiers(conn: &Connection) -> rusqlite::Result<HashMap<String, MerkleF
         out.insert(ws, frontier);
     }
     Ok(out)
+}
+
+fn last_checkpoint_id(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT coalesce(max(id), 0) FROM audit_checkpoints", [], |r| r.get(0))
 }
 
 pub fn to_hash(bytes: &[u8]) -> rusqlite::Result<Hash> {
