@@ -58,30 +58,6 @@ pub fn node_position(level: u32, index: u64) -> i64 {
     (k + nodes_before + u64::from(level)) as i64
 }
 
-#[cfg(test)]
-mod tests {
-    use super::node_position;
-
-    #[test]
-    fn node_positions_follow_creation_order() {
-        // Leaves 0..8 and their nodes in creation order, leaves marked level 0.
-        let mut order = Vec::new();
-        for leaf in 0u64..8 {
-            order.push((0, leaf));
-            let mut level = 0;
-            while (leaf >> level) & 1 == 1 {
-                level += 1;
-                order.push((level, leaf >> level));
-            }
-        }
-        for (pos, (level, index)) in order.into_iter().enumerate() {
-            if level > 0 {
-                assert_eq!(node_position(level, index), pos as i64, "node ({level}, {index})");
-            }
-        }
-    }
-}
-
 /// The derived query indexes, in their own database file. Each is a WITHOUT ROWID
 /// table whose key ends in the entry's rowid in `audit_events`; `indexed` holds the
 /// highest rowid indexed so far. Everything here can be rebuilt from the log.
@@ -190,4 +166,28 @@ pub fn open_reader(path: &Path, read_only: bool) -> rusqlite::Result<Connection>
         attach(&conn, &index, "idx")?;
     }
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_position;
+
+    #[test]
+    fn node_positions_follow_creation_order() {
+        // Leaves 0..8 and their nodes in creation order, leaves marked level 0.
+        let mut order = Vec::new();
+        for leaf in 0u64..8 {
+            order.push((0, leaf));
+            let mut level = 0;
+            while (leaf >> level) & 1 == 1 {
+                level += 1;
+                order.push((level, leaf >> level));
+            }
+        }
+        for (pos, (level, index)) in order.into_iter().enumerate() {
+            if level > 0 {
+                assert_eq!(node_position(level, index), pos as i64, "node ({level}, {index})");
+            }
+        }
+    }
 }
