@@ -16,6 +16,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use custody_server::{DEFAULT_BODY_LIMIT, DEFAULT_LOG_NAME, ServerConfig};
 
+// The server allocates on request threads and frees on the writer thread; glibc's
+// allocator serialises that on arena locks (visible in profiles under load).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "custody",

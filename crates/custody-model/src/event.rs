@@ -188,6 +188,21 @@ impl AuditEvent {
         Ok(event)
     }
 
+    /// Parses and validates one event straight from JSON text (no intermediate
+    /// value tree). Syntax errors have the code `malformed_json`.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ValidationError> {
+        let malformed = |e: &serde_json::Error| {
+            ValidationError::new("malformed_json", "", format!("the body is not valid JSON: {e}"))
+        };
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let event: AuditEvent = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            if e.inner().is_syntax() || e.inner().is_eof() { malformed(e.inner()) } else { from_serde_error(&e) }
+        })?;
+        de.end().map_err(|e| malformed(&e))?;
+        event.validate()?;
+        Ok(event)
+    }
+
     /// The checks that the type system does not make.
     pub fn validate(&self) -> Result<(), ValidationError> {
         if self.kind == EventKind::AuthzDecision && self.decision.is_none() {
@@ -392,6 +407,21 @@ mod tests {
         assert_eq!((e.code, e.field.as_str()), ("invalid_value", "session.trace_id"));
         let e = refused(json!([1]), |_| {});
         assert_eq!(e.code, "invalid_type");
+    }
+
+    #[test]
+    fn parsing_text_and_parsing_a_value_agree() {
+        let text = serde_json::to_vec(&example()).unwrap();
+        assert_eq!(AuditEvent::from_json(&text).unwrap(), AuditEvent::from_value(example()).unwrap());
+        let mut bad = example();
+        bad["principal"]["nickname"] = json!("x");
+        let from_text = AuditEvent::from_json(&serde_json::to_vec(&bad).unwrap()).unwrap_err();
+        assert_eq!(from_text, AuditEvent::from_value(bad).unwrap_err());
+        assert_eq!(AuditEvent::from_json(b"{\"workspace\": ").unwrap_err().code, "malformed_json");
+        let mut trailing = serde_json::to_vec(&example()).unwrap();
+        trailing.extend_from_slice(b" }");
+        assert_eq!(AuditEvent::from_json(&trailing).unwrap_err().code, "malformed_json");
+        assert_eq!(AuditEvent::from_json(b"[1]").unwrap_err().code, "invalid_type");
     }
 
     #[test]

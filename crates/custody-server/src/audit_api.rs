@@ -35,24 +35,19 @@ pub fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
 
 /// Parses a body that is one event or `{"events": [...]}`.
 pub fn parse_events(body: &[u8]) -> Result<Vec<AuditEvent>, ApiError> {
+    if !is_batch(body) {
+        // The common case, parsed straight into the event type.
+        return Ok(vec![AuditEvent::from_json(body)?]);
+    }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")))?;
-    let batch = match &value {
-        Value::Object(obj) if obj.contains_key("events") => {
-            if obj.len() != 1 {
-                return Err(ApiError::bad_request(
-                    "unknown_field",
-                    "a batch is `{\"events\": [...]}` with no other fields",
-                ));
-            }
-            true
-        }
-        _ => false,
+    let Value::Object(mut obj) = value else {
+        return Err(ApiError::bad_request("invalid_type", "the body must be an event or {\"events\": [...]}"));
     };
-    if !batch {
-        return Ok(vec![AuditEvent::from_value(value)?]);
+    if obj.len() != 1 {
+        return Err(ApiError::bad_request("unknown_field", "a batch is `{\"events\": [...]}` with no other fields"));
     }
-    let Some(Value::Array(items)) = value.get("events").cloned() else {
+    let Some(Value::Array(items)) = obj.remove("events") else {
         return Err(ValidationError::new("invalid_type", "events", "must be an array of events").into());
     };
     if items.is_empty() || items.len() > MAX_BATCH_EVENTS {
@@ -66,6 +61,13 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<AuditEvent>, ApiError> {
         .enumerate()
         .map(|(i, item)| AuditEvent::from_value(item).map_err(|e| e.within(&format!("events[{i}]")).into()))
         .collect()
+}
+
+/// Whether the body's first member is `"events"`: a batch has no other member,
+/// and an event has no member of that name.
+fn is_batch(body: &[u8]) -> bool {
+    let rest = body.trim_ascii_start();
+    rest.strip_prefix(b"{").is_some_and(|rest| rest.trim_ascii_start().starts_with(b"\"events\""))
 }
 
 pub async fn append(

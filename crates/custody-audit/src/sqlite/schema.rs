@@ -96,7 +96,10 @@ pub fn open_indexer(log_path: &Path) -> rusqlite::Result<Connection> {
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+    // Random keys dirty the same index pages again and again; a checkpoint writes
+    // each page once however often the WAL holds it, so checkpoint rarely here,
+    // where no caller waits.
+    conn.pragma_update(None, "wal_autocheckpoint", INDEX_WAL_AUTOCHECKPOINT_PAGES)?;
     conn.pragma_update(None, "cache_size", -65536)?;
     conn.execute_batch(INDEX_SCHEMA)?;
     attach(&conn, log_path, "log")?;
@@ -128,7 +131,8 @@ CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_delete BEFORE DELETE ON audit_
 ";
 
 pub const PAGE_SIZE: u32 = 4096;
-pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 4_000;
+pub const LOG_WAL_AUTOCHECKPOINT_PAGES: u32 = 1_000;
+pub const INDEX_WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
 /// The writer's connection: WAL, `synchronous=FULL` (a commit returns only after
 /// the WAL is fsynced), schema and triggers in place.
@@ -139,11 +143,11 @@ pub fn open_writer(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Conn
     conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    // Copy the WAL back into the database file every 10,000 pages (40 MiB) rather
-    // than SQLite's default 1,000: the random-key indexes dirty the same pages
-    // over and over, and each checkpoint writes a page once however often the WAL
-    // holds it. Measured: about 1.4x the throughput of the default (BENCHMARKS.md).
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+    // Copying the WAL back into the database file pauses the commit group that
+    // triggers it, for longer the more pages have gathered: SQLite's default of
+    // 1,000 pages kept p99 under 10 ms at 64 clients, where 4,000 and 10,000 pages
+    // gave a little more throughput and p99 of 10 to 20 ms (BENCHMARKS.md).
+    conn.pragma_update(None, "wal_autocheckpoint", LOG_WAL_AUTOCHECKPOINT_PAGES)?;
     // 64 MiB of page cache keeps the indexes' hot pages in memory.
     conn.pragma_update(None, "cache_size", -65536)?;
     conn.execute_batch(SCHEMA)?;
