@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use custody_ledger::merkle::hash_leaf;
+use custody_ledger::merkle::{empty_root, hash_leaf};
 use custody_ledger::{Checkpoint, Hash, MerkleFrontier, NoteVerifier};
 use custody_model::{StoredEntry, WorkspaceName};
 
@@ -111,9 +111,7 @@ async fn verify_workspace(
                 findings.push(finding(
                     Some(expected),
                     None,
-                    "is missing (the next stored entry is seq ".to_owned()
-                        + &raw.seq.to_string()
-                        + "): an entry was deleted",
+                    format!("is missing (the next stored entry is seq {}): an entry was deleted", raw.seq),
                 ));
                 break 'entries;
             }
@@ -197,15 +195,14 @@ async fn verify_workspace(
             }
             continue;
         }
-        match wanted_roots.get(&parsed.size).copied().flatten() {
-            Some(root) if root == parsed.root => {}
-            Some(_) => findings.push(finding(
+        // Every size up to `entries` had its root recomputed, but 0: the empty tree.
+        let recomputed = wanted_roots.get(&parsed.size).copied().flatten().unwrap_or_else(empty_root);
+        if recomputed != parsed.root {
+            findings.push(finding(
                 None,
                 at,
                 "its root does not match the entries: entries before this size were altered".into(),
-            )),
-            None if parsed.size == 0 => {}
-            None => {}
+            ));
         }
     }
     let summary = WorkspaceSummary {

@@ -14,7 +14,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use custody_audit::keys::{KeyRecord, token_id};
-use custody_model::{AuditEvent, Scope, WorkspaceName};
+use custody_model::{ApiKeyInfo, AuditEvent, Scope, WorkspaceName};
 use serde_json::json;
 
 use crate::AppState;
@@ -147,8 +147,8 @@ impl AppState {
 }
 
 /// The workspace whose log holds events about a key: its own, or the system log.
-pub fn key_log_workspace(key: &KeyRecord) -> WorkspaceName {
-    key.info.workspace.as_deref().and_then(|w| WorkspaceName::parse(w).ok()).unwrap_or_else(WorkspaceName::system)
+pub fn key_log_workspace(key: &ApiKeyInfo) -> WorkspaceName {
+    key.workspace.as_deref().and_then(|w| WorkspaceName::parse(w).ok()).unwrap_or_else(WorkspaceName::system)
 }
 
 fn refusal_event(
@@ -159,7 +159,7 @@ fn refusal_event(
     message: &str,
     count: u64,
 ) -> Option<AuditEvent> {
-    let ws = key_log_workspace(key);
+    let ws = key_log_workspace(&key.info);
     let boundary = format!("workspace:{}/scope:{}", key.info.workspace.as_deref().unwrap_or("*"), key.info.scope);
     AuditEvent::from_value(json!({
         "workspace": ws.as_str(),

@@ -31,8 +31,7 @@ struct CreateKey {
 
 /// The audit event of a key's creation or revocation, by `actor`.
 pub fn key_event(kind: &str, actor: Option<&KeyRecord>, key: &ApiKeyInfo) -> Result<AuditEvent, ApiError> {
-    let record = KeyRecord { info: key.clone(), token_hash: [0; 32] };
-    let ws = key_log_workspace(&record);
+    let ws = key_log_workspace(key);
     let (principal_type, principal_id, boundary) = match actor {
         Some(a) => (
             "api_key",
