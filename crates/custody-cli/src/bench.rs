@@ -220,69 +220,74 @@ async fn commit_stats(url: &str) -> anyhow::Result<CommitStats> {
     })
 }
 
-/// `clients` connections, each appending one event per request for `duration`,
-/// after a short warm-up.
-///
-/// The load generator speaks minimal HTTP/1.1 over keep-alive connections itself:
-/// on two cores a general-purpose client would take much of the CPU that the
-/// server under test needs, and the figures would measure the client.
-async fn drive(addr: SocketAddr, key: &str, clients: usize, duration: Duration) -> anyhow::Result<Measured> {
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let key = key.to_owned();
-        let (measuring, stop) = (measuring.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut connection = RawConnection::open(addr).await?;
-            let mut latencies = Vec::new();
-            let mut n = c as u64 * 1_000_000_000;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let started = Instant::now();
-                let status = connection.post("/api/v1/audit/events", &key, event_body(n).as_bytes()).await?;
-                anyhow::ensure!(status == 201, "append answered {status}");
-                if measuring.load(Ordering::Relaxed) {
-                    latencies.push(started.elapsed());
-                }
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    measuring.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(duration).await;
-    measuring.store(false, Ordering::Relaxed);
-    let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await??);
-    }
-    Ok(summarize(all, elapsed))
+/// One client of a load: appends the `n`th event however it reaches the log.
+trait Appender: Send + 'static {
+    fn append(&mut self, n: u64) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
 }
 
-/// Like [`drive`], but calling the audit log in-process.
+/// Over HTTP: one keep-alive connection per client.
+///
+/// The load generator speaks minimal HTTP/1.1 itself: on two cores a
+/// general-purpose client would take much of the CPU that the server under test
+/// needs, and the figures would measure the client.
+struct HttpAppender {
+    connection: RawConnection,
+    key: String,
+}
+
+impl Appender for HttpAppender {
+    async fn append(&mut self, n: u64) -> anyhow::Result<()> {
+        let status = self.connection.post("/api/v1/audit/events", &self.key, event_body(n).as_bytes()).await?;
+        anyhow::ensure!(status == 201, "append answered {status}");
+        Ok(())
+    }
+}
+
+/// In-process: parse the same body and call the audit log directly.
+struct DirectAppender(Arc<dyn custody_audit::AuditLog>);
+
+impl Appender for DirectAppender {
+    async fn append(&mut self, n: u64) -> anyhow::Result<()> {
+        let events =
+            custody_server::parse_events(event_body(n).as_bytes()).map_err(|e| anyhow::anyhow!("bench event: {e}"))?;
+        self.0.append(events).await?;
+        Ok(())
+    }
+}
+
+/// Over HTTP from `clients` connections.
+async fn drive(addr: SocketAddr, key: &str, clients: usize, duration: Duration) -> anyhow::Result<Measured> {
+    let mut appenders = Vec::new();
+    for _ in 0..clients {
+        appenders.push(HttpAppender { connection: RawConnection::open(addr).await?, key: key.to_owned() });
+    }
+    measure(appenders, duration).await
+}
+
+/// In-process from `clients` tasks.
 async fn drive_direct(
     log: Arc<dyn custody_audit::AuditLog>,
     clients: usize,
     duration: Duration,
 ) -> anyhow::Result<Measured> {
+    measure((0..clients).map(|_| DirectAppender(log.clone())).collect(), duration).await
+}
+
+/// Runs every appender in a loop on its own task: half a second of warm-up, then
+/// `duration` of measured appends.
+async fn measure<A: Appender>(appenders: Vec<A>, duration: Duration) -> anyhow::Result<Measured> {
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for c in 0..clients {
-        let (log, measuring, stop) = (log.clone(), measuring.clone(), stop.clone());
+    for (c, mut appender) in appenders.into_iter().enumerate() {
+        let (measuring, stop) = (measuring.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut n = c as u64 * 1_000_000_000;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 let started = Instant::now();
-                let events = custody_server::parse_events(event_body(n).as_bytes())
-                    .map_err(|e| anyhow::anyhow!("bench event: {e}"))?;
-                log.append(events).await?;
+                appender.append(n).await?;
                 if measuring.load(Ordering::Relaxed) {
                     latencies.push(started.elapsed());
                 }
