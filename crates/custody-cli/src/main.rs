@@ -137,12 +137,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     println!("custody serving on http://{} (data in {})", server.local_addr, data_dir.display());
     println!("checkpoint verifier key: {}", server.verifier_key);
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    tokio::select! {
-        result = server.wait() => result?,
-        () = shutdown => eprintln!("custody: shutting down"),
-    }
+    // Ctrl-C or SIGTERM: stop accepting requests and finish those in flight.
+    server.run_until(shutdown_signal()).await?;
     Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("custody: shutting down");
 }

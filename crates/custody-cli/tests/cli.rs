@@ -66,3 +66,14 @@ fn keys_commands_manage_keys_on_a_running_server() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = common::serve(&dir.path().join("data"));
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "custody serve exits 0 after SIGTERM");
+}

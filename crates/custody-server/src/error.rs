@@ -17,6 +17,8 @@ pub enum ApiError {
     Forbidden { message: String },
     #[error("{message}")]
     NotFound { message: String },
+    #[error("{message}")]
+    MethodNotAllowed { message: String },
     #[error("the request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{message}")]
@@ -34,6 +36,7 @@ impl ApiError {
             ApiError::Unauthenticated { code, .. } => (StatusCode::UNAUTHORIZED, code),
             ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }

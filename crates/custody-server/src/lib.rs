@@ -119,11 +119,17 @@ impl RunningServer {
         self.task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 
-    /// Serves until the task ends (it ends only on shutdown or a fatal error).
-    pub async fn wait(self) -> std::io::Result<()> {
-        let RunningServer { task, shutdown, .. } = self;
-        let _keep_open = shutdown;
-        task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    /// Serves until `signal` resolves, then shuts down gracefully; or until the
+    /// server stops by itself (a fatal error).
+    pub async fn run_until(mut self, signal: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+        let finished = tokio::select! {
+            result = &mut self.task => Some(result),
+            () = signal => None,
+        };
+        match finished {
+            Some(result) => result.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            None => self.shutdown().await,
+        }
     }
 }
 
@@ -238,8 +244,15 @@ fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        message: format!("{} does not take {method}: see README's endpoint table", uri.path()),
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

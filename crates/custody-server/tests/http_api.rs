@@ -214,6 +214,12 @@ async fn bad_input_is_refused_with_json_errors_nothing_is_written_and_the_server
         let message = got["error"]["message"].as_str().unwrap();
         assert!(message.contains(says), "`{message}` should mention `{says}`");
     }
+    let response = t.http.delete(format!("{}/api/v1/audit/events", t.base)).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(error_code(&body), "method_not_allowed");
+    let (status, body) = t.get(ADMIN, "/api/v2/nothing").await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));
     // Nothing reached the log of `bad`, and the server still serves: the next
     // valid event is entry 0.
     assert!(t.events("bad").await.is_empty());
