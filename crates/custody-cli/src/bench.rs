@@ -65,6 +65,19 @@ fn summarize(mut latencies: Vec<Duration>, elapsed: Duration) -> Measured {
     }
 }
 
+/// One line of the results table: the step's figures and their ratios to the baseline.
+fn print_row(clients: usize, m: &Measured, baseline: &Measured) {
+    println!(
+        "{:>7} {:>11.0} {:>9.3} {:>9.3} {:>11.1}x {:>13.2}x",
+        clients,
+        m.rate,
+        ms(m.p50),
+        ms(m.p99),
+        m.rate / baseline.rate,
+        m.p50.as_secs_f64() / baseline.p50.as_secs_f64()
+    );
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -128,15 +141,7 @@ async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
         let m = drive(server.local_addr, &key, clients.max(1), seconds).await?;
         let after = commit_stats(&metrics_url).await?;
         groups.push((clients, after.since(&before)));
-        println!(
-            "{:>7} {:>11.0} {:>9.3} {:>9.3} {:>11.1}x {:>13.2}x",
-            clients,
-            m.rate,
-            ms(m.p50),
-            ms(m.p99),
-            m.rate / baseline.rate,
-            m.p50.as_secs_f64() / baseline.p50.as_secs_f64()
-        );
+        print_row(clients, &m, &baseline);
         results.push((clients, m));
     }
     server.shutdown().await?;
@@ -152,15 +157,7 @@ async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
     )?);
     for &clients in &args.clients {
         let m = drive_direct(log.clone(), clients.max(1), seconds).await?;
-        println!(
-            "{:>7} {:>11.0} {:>9.3} {:>9.3} {:>11.1}x {:>13.2}x",
-            clients,
-            m.rate,
-            ms(m.p50),
-            ms(m.p99),
-            m.rate / baseline.rate,
-            m.p50.as_secs_f64() / baseline.p50.as_secs_f64()
-        );
+        print_row(clients, &m, &baseline);
     }
     println!();
     println!("inside the writer (from /metrics, warm-up included):");

@@ -77,3 +77,26 @@ fn serve_stops_cleanly_on_sigterm() {
     let exit = child.wait().unwrap();
     assert_eq!(exit.code(), Some(0), "custody serve exits 0 after SIGTERM");
 }
+
+#[test]
+fn bench_audit_runs_both_paths_against_the_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let out =
+        common::run(&["bench", "audit", "--seconds", "1", "--clients", "1,2", "--dir", dir.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for needle in
+        ["baseline (SQLite WAL, synchronous=FULL", "appends/s", "without HTTP", "events per commit group", "targets:"]
+    {
+        assert!(stdout.contains(needle), "missing `{needle}` in\n{stdout}");
+    }
+    // Every step printed a row with a rate above zero.
+    let rows: Vec<&str> =
+        stdout.lines().filter(|l| l.trim_start().starts_with(['1', '2']) && l.contains('x')).collect();
+    assert_eq!(rows.len(), 4, "{stdout}");
+    for row in rows {
+        let rate: f64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(rate > 0.0, "{row}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the temporary data is removed");
+}
