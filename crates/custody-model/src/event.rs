@@ -183,7 +183,7 @@ impl AuditEvent {
                 format!("an event must be a JSON object, not {}", json_type(&value)),
             ));
         }
-        let event: AuditEvent = serde_path_to_error::deserialize(value).map_err(|e| from_serde_error(&e))?;
+        let event: AuditEvent = serde_path_to_error::deserialize(value).map_err(|e| from_serde_error(&e, "kind"))?;
         event.validate()?;
         Ok(event)
     }
@@ -196,7 +196,11 @@ impl AuditEvent {
         };
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let event: AuditEvent = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            if e.inner().is_syntax() || e.inner().is_eof() { malformed(e.inner()) } else { from_serde_error(&e) }
+            if e.inner().is_syntax() || e.inner().is_eof() {
+                malformed(e.inner())
+            } else {
+                from_serde_error(&e, "kind")
+            }
         })?;
         de.end().map_err(|e| malformed(&e))?;
         event.validate()?;
@@ -227,11 +231,11 @@ impl AuditEvent {
         ];
         for (field, value) in ids {
             if let Some(v) = value {
-                check_id(field, v)?;
+                check_id(field, v, MAX_ID_LEN)?;
             }
         }
         for (i, hop) in self.access_path.iter().enumerate() {
-            check_id(&format!("access_path[{i}]"), hop)?;
+            check_id(&format!("access_path[{i}]"), hop, MAX_ID_LEN)?;
         }
         if let Some(session) = &self.session {
             if let Some(t) = &session.trace_id {
@@ -266,15 +270,15 @@ impl AuditEvent {
     }
 }
 
-fn check_id(field: &str, value: &str) -> Result<(), ValidationError> {
+pub(crate) fn check_id(field: &str, value: &str, max_len: usize) -> Result<(), ValidationError> {
     if value.is_empty() {
         return Err(ValidationError::new("invalid_value", field, "must not be empty"));
     }
-    if value.len() > MAX_ID_LEN {
+    if value.len() > max_len {
         return Err(ValidationError::new(
             "invalid_value",
             field,
-            format!("is {} bytes long; the limit is {MAX_ID_LEN}", value.len()),
+            format!("is {} bytes long; the limit is {max_len}", value.len()),
         ));
     }
     if value.chars().any(char::is_control) {
@@ -283,7 +287,7 @@ fn check_id(field: &str, value: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-fn check_hex(field: &str, value: &str, len: usize) -> Result<(), ValidationError> {
+pub(crate) fn check_hex(field: &str, value: &str, len: usize) -> Result<(), ValidationError> {
     if value.len() != len || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ValidationError::new(
             "invalid_value",
@@ -306,7 +310,8 @@ fn json_type(value: &Value) -> &'static str {
 }
 
 /// Turns serde's messages into codes, keeping the path of the field at fault.
-fn from_serde_error(e: &serde_path_to_error::Error<serde_json::Error>) -> ValidationError {
+/// An unknown variant at `kind_field` is an unknown kind.
+pub(crate) fn from_serde_error(e: &serde_path_to_error::Error<serde_json::Error>, kind_field: &str) -> ValidationError {
     let path = e.path().to_string();
     let path = if path == "." { String::new() } else { path };
     let message = e.inner().to_string();
@@ -321,12 +326,9 @@ fn from_serde_error(e: &serde_path_to_error::Error<serde_json::Error>) -> Valida
         "unknown_field"
     } else if message.starts_with("invalid type") {
         "invalid_type"
-    } else if message.starts_with("unknown variant") && path == "kind" {
-        return ValidationError::new(
-            "unknown_kind",
-            "kind",
-            format!("{message}; known kinds are: {}", EventKind::names()),
-        );
+    } else if message.starts_with("unknown variant") && path == kind_field {
+        // serde lists the expected variants itself.
+        return ValidationError::new("unknown_kind", path, message);
     } else {
         "invalid_value"
     };

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod proofs;
 pub mod receipt;
 pub mod timestamp;
+pub mod trace;
 pub mod validation;
 pub mod workspace;
 
@@ -18,5 +19,6 @@ pub use keys::{ApiKeyInfo, Scope};
 pub use proofs::{ConsistencyProof, InclusionProof};
 pub use receipt::Receipt;
 pub use timestamp::Timestamp;
+pub use trace::{RecordKind, RecordStatus, TraceRecord};
 pub use validation::ValidationError;
 pub use workspace::WorkspaceName;

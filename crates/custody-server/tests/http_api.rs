@@ -136,7 +136,7 @@ async fn bad_input_is_refused_with_json_errors_nothing_is_written_and_the_server
             .unwrap(),
             StatusCode::BAD_REQUEST,
             "unknown_kind",
-            "known kinds",
+            "expected one of",
         ),
         (
             Some(ADMIN),
