@@ -6,7 +6,8 @@
 //! `custody-audit` — its own threads, files and errors — so a failure of one
 //! record never blinds the other.
 //!
-//! Built so far: the write-ahead log. The in-memory Arrow buffer, Parquet files,
+//! Built so far: the write-ahead log and the session [`tree`] with its rollups. The in-memory Arrow buffer, Parquet files,
 //! compaction and DataFusion queries follow (see ARCHITECTURE.md).
 
+pub mod tree;
 pub mod wal;
