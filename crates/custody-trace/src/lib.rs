@@ -6,8 +6,10 @@
 //! `custody-audit` — its own threads, files and errors — so a failure of one
 //! record never blinds the other.
 //!
-//! Built so far: the write-ahead log and the session [`tree`] with its rollups. The in-memory Arrow buffer, Parquet files,
+//! Built so far: the [`record`] as stored (id, content hash), the write-ahead
+//! log and the session [`tree`] with its rollups. The in-memory Arrow buffer, Parquet files,
 //! compaction and DataFusion queries follow (see ARCHITECTURE.md).
 
+pub mod record;
 pub mod tree;
 pub mod wal;
