@@ -224,7 +224,6 @@ impl AuditEvent {
             ("resource.type", Some(&self.resource.kind)),
             ("resource.id", Some(&self.resource.id)),
             ("action_id", self.action_id.as_ref()),
-            ("classification", self.classification.as_ref()),
             ("credential.type", self.credential.as_ref().map(|c| &c.kind)),
             ("credential.id", self.credential.as_ref().map(|c| &c.id)),
             ("approval.intent_id", self.approval.as_ref().map(|a| &a.intent_id)),
@@ -233,6 +232,10 @@ impl AuditEvent {
             if let Some(v) = value {
                 check_id(field, v, MAX_ID_LEN)?;
             }
+        }
+        if let Some(label) = &self.classification {
+            crate::workspace::check_label(label)
+                .map_err(|m| ValidationError::new("invalid_value", "classification", m))?;
         }
         for (i, hop) in self.access_path.iter().enumerate() {
             check_id(&format!("access_path[{i}]"), hop, MAX_ID_LEN)?;

@@ -34,6 +34,12 @@ impl Timestamp {
     pub fn unix_seconds(&self) -> i64 {
         self.0.unix_timestamp()
     }
+
+    /// The UTC calendar day, `YYYY-MM-DD`.
+    pub fn utc_day(&self) -> String {
+        let date = self.0.date();
+        format!("{:04}-{:02}-{:02}", date.year(), u8::from(date.month()), date.day())
+    }
 }
 
 impl fmt::Display for Timestamp {
@@ -70,6 +76,7 @@ mod tests {
         assert_eq!(t.to_string(), "2026-12-01T10:00:01.5Z");
         assert_eq!(Timestamp::parse(&t.to_string()).unwrap(), t);
         assert_eq!(Timestamp::from_unix_nanos(t.unix_nanos()), t);
+        assert_eq!(Timestamp::parse("2026-12-01T23:30:00-02:00").unwrap().utc_day(), "2026-12-02");
     }
 
     #[test]

@@ -189,7 +189,6 @@ impl TraceRecord {
             ("process_id", Some(&self.process_id)),
             ("parent_process_id", self.parent_process_id.as_ref()),
             ("agent_name", self.agent_name.as_ref()),
-            ("classification", self.classification.as_ref()),
             ("provider", self.provider.as_ref()),
             ("model", self.model.as_ref()),
             ("model_version", self.model_version.as_ref()),
@@ -198,6 +197,10 @@ impl TraceRecord {
             if let Some(v) = value {
                 crate::event::check_id(field, v, MAX_ID_LEN)?;
             }
+        }
+        if let Some(label) = &self.classification {
+            crate::workspace::check_label(label)
+                .map_err(|m| ValidationError::new("invalid_value", "classification", m))?;
         }
         for (i, id) in self.action_ids.iter().enumerate() {
             crate::event::check_id(&format!("action_ids[{i}]"), id, MAX_ID_LEN)?;
@@ -299,6 +302,8 @@ mod tests {
         assert_eq!((e.code, e.field.as_str()), ("invalid_value", "ended_at"), "{e}");
         let e = refused(|v| v["output"][0]["mood"] = json!("happy"));
         assert_eq!((e.code, e.field.as_str()), ("unknown_field", "output[0].mood"), "{e}");
+        let e = refused(|v| v["classification"] = json!("../../etc"));
+        assert_eq!((e.code, e.field.as_str()), ("invalid_value", "classification"), "{e}");
         let e = refused(|v| v["parent_process_id"] = json!("proc-2"));
         assert_eq!((e.code, e.field.as_str()), ("invalid_value", "parent_process_id"), "{e}");
         let e = refused(|v| v["input"][0]["content"] = json!("x".repeat(MAX_RECORD_BYTES)));

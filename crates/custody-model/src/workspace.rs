@@ -43,6 +43,17 @@ impl WorkspaceName {
     }
 }
 
+/// Checks a classification label (`public`, `confidential`, …): the same
+/// alphabet as workspace names, since both name directories and partitions.
+pub fn check_label(s: &str) -> Result<(), String> {
+    WorkspaceName::parse(s).map(|_| ()).map_err(|_| {
+        format!(
+            "`{}` is not a valid label: use 1 to 64 characters of a-z, 0-9, '-', '_' and '.', starting with a letter or digit",
+            truncate(s, 80)
+        )
+    })
+}
+
 pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_owned()

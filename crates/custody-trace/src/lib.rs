@@ -7,9 +7,11 @@
 //! record never blinds the other.
 //!
 //! Built so far: the [`record`] as stored (id, content hash), the write-ahead
-//! log and the session [`tree`] with its rollups. The in-memory Arrow buffer, Parquet files,
+//! log, Parquet files of records in retention-friendly partitions
+//! ([`parquet_files`]) and the session [`tree`] with its rollups. The in-memory Arrow buffer, Parquet files,
 //! compaction and DataFusion queries follow (see ARCHITECTURE.md).
 
+pub mod parquet_files;
 pub mod record;
 pub mod tree;
 pub mod wal;

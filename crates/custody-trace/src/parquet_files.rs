@@ -1,0 +1,276 @@
+//! Trace records as Parquet files, partitioned the way retention will delete them.
+//!
+//! Files live under `<root>/workspace=<w>/day=<YYYY-MM-DD>/classification=<c>/`
+//! (Hive-style directory partitions, which DataFusion, DuckDB, Spark and pyarrow
+//! all read as columns), so expiring one workspace × classification for one day
+//! is deleting whole directories. Partition values are validated labels, never
+//! free text. Each file is written under a temporary name, fsynced, then renamed
+//! into place: a reader never sees half a file.
+//!
+//! Content (messages, retrieved context, tool calls, routing, attributes) is
+//! kept as JSON text; everything a query filters or aggregates on is a typed
+//! column. Columns are zstd-compressed.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Builder, ListBuilder, RecordBatch, StringBuilder, TimestampNanosecondBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::properties::WriterProperties;
+
+use crate::record::StoredRecord;
+
+/// The partition value of records without a classification.
+pub const UNCLASSIFIED: &str = "unclassified";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParquetFileError {
+    #[error("building the record batch: {0}")]
+    Arrow(#[from] ArrowError),
+    #[error("writing Parquet: {0}")]
+    Parquet(#[from] ParquetError),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ParquetFileError + '_ {
+    move |source| ParquetFileError::Io { path: path.display().to_string(), source }
+}
+
+/// The columns of a trace file (partition columns are in the path, not the file).
+pub fn schema() -> SchemaRef {
+    let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    let int = |name: &str, nullable: bool| Field::new(name, DataType::Int64, nullable);
+    let time = |name: &str, nullable: bool| {
+        Field::new(name, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), nullable)
+    };
+    Arc::new(Schema::new(vec![
+        text("id", false),
+        text("kind", false),
+        text("session_id", false),
+        text("process_id", false),
+        text("parent_process_id", true),
+        text("agent_name", true),
+        text("trace_id", true),
+        text("span_id", true),
+        text("parent_span_id", true),
+        text("provider", true),
+        text("model", true),
+        text("model_version", true),
+        text("routing", true),
+        text("input", true),
+        text("retrieved_context", true),
+        text("output", true),
+        text("tool_calls", true),
+        int("input_tokens", false),
+        int("output_tokens", false),
+        int("cache_read_tokens", false),
+        int("reasoning_tokens", false),
+        time("started_at", false),
+        time("ended_at", true),
+        int("latency_ms", true),
+        int("time_to_first_token_ms", true),
+        text("status", false),
+        text("error", true),
+        Field::new("action_ids", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), false),
+        text("attributes", true),
+        text("content_hash", false),
+    ]))
+}
+
+/// Where a record's file goes, relative to the store's root.
+pub fn partition(record: &StoredRecord) -> PathBuf {
+    let r = &record.record;
+    PathBuf::from(format!("workspace={}", r.workspace))
+        .join(format!("day={}", r.started_at.utc_day()))
+        .join(format!("classification={}", r.classification.as_deref().unwrap_or(UNCLASSIFIED)))
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn non_empty_json<T: serde::Serialize>(items: &[T]) -> Option<String> {
+    (!items.is_empty()).then(|| json(&items))
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The records as one Arrow batch in [`schema`] order.
+pub fn to_record_batch(records: &[StoredRecord]) -> Result<RecordBatch, ArrowError> {
+    let n = records.len();
+    let mut strings: Vec<StringBuilder> = (0..17).map(|_| StringBuilder::with_capacity(n, n * 16)).collect();
+    let mut ints: Vec<Int64Builder> = (0..6).map(|_| Int64Builder::with_capacity(n)).collect();
+    let mut started = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut ended = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut status = StringBuilder::with_capacity(n, n * 2);
+    let mut error = StringBuilder::new();
+    let mut action_ids = ListBuilder::new(StringBuilder::new());
+    let mut attributes = StringBuilder::new();
+    let mut hashes = StringBuilder::with_capacity(n, n * 64);
+    for stored in records {
+        let r = &stored.record;
+        let texts: [Option<String>; 17] = [
+            Some(stored.id().to_owned()),
+            Some(r.kind.as_str().to_owned()),
+            Some(r.session_id.clone()),
+            Some(r.process_id.clone()),
+            r.parent_process_id.clone(),
+            r.agent_name.clone(),
+            r.trace_id.clone(),
+            r.span_id.clone(),
+            r.parent_span_id.clone(),
+            r.provider.clone(),
+            r.model.clone(),
+            r.model_version.clone(),
+            r.routing.as_ref().map(json),
+            non_empty_json(&r.input),
+            non_empty_json(&r.retrieved_context),
+            non_empty_json(&r.output),
+            non_empty_json(&r.tool_calls),
+        ];
+        for (builder, value) in strings.iter_mut().zip(texts) {
+            builder.append_option(value);
+        }
+        let usage = r.usage.unwrap_or_default();
+        let numbers = [
+            Some(clamp(usage.input_tokens)),
+            Some(clamp(usage.output_tokens)),
+            Some(clamp(usage.cache_read_tokens)),
+            Some(clamp(usage.reasoning_tokens)),
+            r.latency_ms().map(clamp),
+            r.time_to_first_token_ms.map(clamp),
+        ];
+        for (builder, value) in ints.iter_mut().zip(numbers) {
+            builder.append_option(value);
+        }
+        started.append_value(r.started_at.unix_nanos());
+        ended.append_option(r.ended_at.map(|t| t.unix_nanos()));
+        status.append_value(match r.status {
+            custody_model::RecordStatus::Ok => "ok",
+            custody_model::RecordStatus::Error => "error",
+        });
+        error.append_option(r.error.as_deref());
+        for id in &r.action_ids {
+            action_ids.values().append_value(id);
+        }
+        action_ids.append(true);
+        attributes.append_option(r.attributes.as_ref().map(json));
+        hashes.append_value(hex_encode(&stored.content_hash));
+    }
+    let mut columns: Vec<ArrayRef> = strings.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+    let mut ints = ints.into_iter();
+    for _ in 0..4 {
+        if let Some(mut b) = ints.next() {
+            columns.push(Arc::new(b.finish()));
+        }
+    }
+    columns.push(Arc::new(started.finish()));
+    columns.push(Arc::new(ended.finish()));
+    for mut b in ints {
+        columns.push(Arc::new(b.finish()));
+    }
+    columns.push(Arc::new(status.finish()));
+    columns.push(Arc::new(error.finish()));
+    columns.push(Arc::new(action_ids.finish()));
+    columns.push(Arc::new(attributes.finish()));
+    columns.push(Arc::new(hashes.finish()));
+    RecordBatch::try_new(schema(), columns)
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes one batch as a new zstd-compressed file in `dir`, atomically; returns its path.
+pub fn write_file(dir: &Path, batch: &RecordBatch) -> Result<PathBuf, ParquetFileError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let name = format!("part-{}.parquet", uuid::Uuid::now_v7());
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(name);
+    let file = File::create(&tmp).map_err(io(&tmp))?;
+    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).build();
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    let file = writer.into_inner()?;
+    file.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    Ok(path)
+}
+
+/// Reads every batch of one file.
+pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, ParquetFileError> {
+    let file = File::open(path).map_err(io(path))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Int64Type, TimestampNanosecondType};
+    use custody_model::TraceRecord;
+    use serde_json::json;
+
+    fn record(n: u64, classification: Option<&str>) -> StoredRecord {
+        let mut value = json!({"workspace": "acme", "kind": "model_call", "session_id": "sess-9",
+            "process_id": format!("proc-{}", n % 3), "parent_process_id": "proc-root", "agent_name": "drafter",
+            "provider": "openai", "model": "gpt-4o", "model_version": "gpt-4o-2024-08-06",
+            "routing": {"router": "default"},
+            "input": [{"role": "user", "content": format!("question {n}")}],
+            "output": [{"role": "assistant", "content": "answer"}],
+            "usage": {"input_tokens": 100 + n, "output_tokens": 10},
+            "started_at": "2026-12-01T09:59:58.12Z", "ended_at": "2026-12-01T09:59:59.87Z",
+            "action_ids": ["act-1", "act-2"], "attributes": {"temperature": 0.2}});
+        if let Some(c) = classification {
+            value["classification"] = json!(c);
+        }
+        StoredRecord::prepare(TraceRecord::from_value(value).unwrap())
+    }
+
+    #[test]
+    fn records_go_to_their_partition_and_read_back_column_for_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<StoredRecord> = (0..5).map(|n| record(n, Some("confidential"))).collect();
+        let part = partition(&records[0]);
+        assert_eq!(part, PathBuf::from("workspace=acme/day=2026-12-01/classification=confidential"));
+        assert_eq!(
+            partition(&record(0, None)),
+            PathBuf::from("workspace=acme/day=2026-12-01/classification=unclassified")
+        );
+        let batch = to_record_batch(&records).unwrap();
+        let path = write_file(&dir.path().join(&part), &batch).unwrap();
+        assert!(path.starts_with(dir.path().join(&part)));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join(&part)).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file stays behind");
+        let back = read_file(&path).unwrap();
+        assert_eq!(back.len(), 1);
+        let back = &back[0];
+        assert_eq!(back, &batch);
+        assert_eq!(back.num_rows(), 5);
+        let ids = back.column_by_name("id").unwrap().as_string::<i32>();
+        assert_eq!(ids.value(3), records[3].id());
+        let tokens = back.column_by_name("input_tokens").unwrap().as_primitive::<Int64Type>();
+        assert_eq!(tokens.value(4), 104);
+        let latency = back.column_by_name("latency_ms").unwrap().as_primitive::<Int64Type>();
+        assert_eq!(latency.value(0), 1750);
+        let started = back.column_by_name("started_at").unwrap().as_primitive::<TimestampNanosecondType>();
+        assert_eq!(started.value(0), records[0].record.started_at.unix_nanos());
+        let hashes = back.column_by_name("content_hash").unwrap().as_string::<i32>();
+        assert_eq!(hashes.value(2), hex_encode(&records[2].content_hash));
+        let input = back.column_by_name("input").unwrap().as_string::<i32>();
+        assert_eq!(input.value(1), r#"[{"role":"user","content":"question 1"}]"#);
+        assert!(back.column_by_name("retrieved_context").unwrap().is_null(0));
+        let actions = back.column_by_name("action_ids").unwrap().as_list::<i32>();
+        assert_eq!(actions.value(0).as_string::<i32>().value(1), "act-2");
+    }
+}
