@@ -6,11 +6,12 @@
 //! `custody-audit` — its own threads, files and errors — so a failure of one
 //! record never blinds the other.
 //!
-//! Built so far: the [`record`] as stored (id, content hash), the write-ahead
-//! log, Parquet files of records in retention-friendly partitions
+//! Built so far: the [`record`] as stored (id, content hash), the [`ingest`]
+//! pipeline over the write-ahead log, Parquet files of records in retention-friendly partitions
 //! ([`parquet_files`]) and the session [`tree`] with its rollups. The in-memory Arrow buffer, Parquet files,
 //! compaction and DataFusion queries follow (see ARCHITECTURE.md).
 
+pub mod ingest;
 pub mod parquet_files;
 pub mod record;
 pub mod tree;

@@ -15,7 +15,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Builder, ListBuilder, RecordBatch, StringBuilder, TimestampNanosecondBuilder};
+use arrow::array::{
+    ArrayRef, AsArray, Int64Builder, ListBuilder, RecordBatch, StringBuilder, TimestampNanosecondBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use parquet::arrow::ArrowWriter;
@@ -189,10 +191,11 @@ fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes one batch as a new zstd-compressed file in `dir`, atomically; returns its path.
-pub fn write_file(dir: &Path, batch: &RecordBatch) -> Result<PathBuf, ParquetFileError> {
+/// Writes one batch as a new zstd-compressed file in `dir`, atomically; returns its
+/// path. `flush` numbers the flush that wrote it (see [`flush_of`]).
+pub fn write_file(dir: &Path, flush: u64, batch: &RecordBatch) -> Result<PathBuf, ParquetFileError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let name = format!("part-{}.parquet", uuid::Uuid::now_v7());
+    let name = format!("part-{flush:020}-{}.parquet", uuid::Uuid::now_v7());
     let tmp = dir.join(format!(".{name}.tmp"));
     let path = dir.join(name);
     let file = File::create(&tmp).map_err(io(&tmp))?;
@@ -206,6 +209,50 @@ pub fn write_file(dir: &Path, batch: &RecordBatch) -> Result<PathBuf, ParquetFil
     Ok(path)
 }
 
+/// The flush number in a file name written by [`write_file`].
+pub fn flush_of(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_prefix("part-")?.split('-').next()?.parse().ok()
+}
+
+/// Every data file under `root`, recursively.
+pub fn data_files(root: &Path) -> Result<Vec<PathBuf>, ParquetFileError> {
+    let mut files = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&dir)(e)),
+        };
+        for entry in entries {
+            let path = entry.map_err(io(&dir))?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The record ids of one file, reading only that column.
+pub fn read_ids(path: &Path) -> Result<Vec<String>, ParquetFileError> {
+    let file = File::open(path).map_err(io(path))?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let mask = parquet::arrow::ProjectionMask::leaves(builder.parquet_schema(), [0]);
+    let mut ids = Vec::new();
+    for batch in builder.with_projection(mask).build()? {
+        let batch = batch?;
+        if let Some(column) = batch.column_by_name("id").and_then(|c| c.as_string_opt::<i32>()) {
+            ids.extend(column.iter().flatten().map(str::to_owned));
+        }
+    }
+    Ok(ids)
+}
+
 /// Reads every batch of one file.
 pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, ParquetFileError> {
     let file = File::open(path).map_err(io(path))?;
@@ -216,7 +263,7 @@ pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, ParquetFileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Array, AsArray};
+    use arrow::array::Array;
     use arrow::datatypes::{Int64Type, TimestampNanosecondType};
     use custody_model::TraceRecord;
     use serde_json::json;
@@ -248,8 +295,11 @@ mod tests {
             PathBuf::from("workspace=acme/day=2026-12-01/classification=unclassified")
         );
         let batch = to_record_batch(&records).unwrap();
-        let path = write_file(&dir.path().join(&part), &batch).unwrap();
+        let path = write_file(&dir.path().join(&part), 7, &batch).unwrap();
         assert!(path.starts_with(dir.path().join(&part)));
+        assert_eq!(flush_of(&path), Some(7));
+        assert_eq!(data_files(dir.path()).unwrap(), vec![path.clone()]);
+        assert_eq!(read_ids(&path).unwrap(), records.iter().map(|r| r.id().to_owned()).collect::<Vec<_>>());
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join(&part)).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file stays behind");
         let back = read_file(&path).unwrap();

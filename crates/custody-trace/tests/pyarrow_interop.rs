@@ -73,7 +73,7 @@ fn pyarrow_reads_the_files_with_partitions_and_the_same_rows() {
         parts.entry(partition(r)).or_default().push(r.clone());
     }
     for (part, group) in &parts {
-        write_file(&dir.path().join(part), &to_record_batch(group).unwrap()).unwrap();
+        write_file(&dir.path().join(part), 1, &to_record_batch(group).unwrap()).unwrap();
     }
     let out = Command::new(&python).arg("-c").arg(READ).arg(dir.path()).output().expect("run python");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
