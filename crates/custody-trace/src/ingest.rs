@@ -85,7 +85,8 @@ pub struct Recovered {
 }
 
 struct Job {
-    records: Vec<StoredRecord>,
+    /// Each record with its canonical bytes (what the log stores).
+    records: Vec<(StoredRecord, Vec<u8>)>,
     bytes: usize,
     reply: oneshot::Sender<Result<usize, IngestError>>,
 }
@@ -109,6 +110,10 @@ struct RecentIds {
 impl RecentIds {
     fn new(capacity: usize) -> Self {
         Self { order: VecDeque::new(), set: HashSet::new(), capacity }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.set.contains(id)
     }
 
     /// Remembers `id`; false when it was already known.
@@ -236,7 +241,14 @@ impl Ingest {
     /// is full.
     pub async fn append(&self, records: Vec<StoredRecord>) -> Result<usize, IngestError> {
         let Some(jobs) = &self.jobs else { return Err(IngestError::ShuttingDown) };
-        let bytes: usize = records.iter().map(|r| r.canonical().len()).sum();
+        let records: Vec<(StoredRecord, Vec<u8>)> = records
+            .into_iter()
+            .map(|r| {
+                let canonical = r.canonical();
+                (r, canonical)
+            })
+            .collect();
+        let bytes: usize = records.iter().map(|(_, c)| c.len()).sum();
         let max = self.shared.options.max_buffer_bytes;
         let reserved = self.shared.reserved.fetch_add(bytes, Ordering::SeqCst);
         if reserved + bytes > max && reserved > 0 {
@@ -325,16 +337,18 @@ fn write_loop(
             }
         }
         // Replays of recent ids (and repeats within the group) are not stored again.
+        // Ids are remembered only once their records are durable: a batch refused
+        // for an I/O error must be taken when it is retried.
+        let mut in_group = HashSet::new();
         let mut fresh: Vec<Vec<(StoredRecord, Vec<u8>)>> = Vec::with_capacity(group.len());
         let mut skipped_bytes = 0;
         for job in &mut group {
             let mut kept = Vec::new();
-            for record in std::mem::take(&mut job.records) {
-                let canonical = record.canonical();
-                if recent.insert(record.id()) {
-                    kept.push((record, canonical));
-                } else {
+            for (record, canonical) in std::mem::take(&mut job.records) {
+                if recent.contains(record.id()) || !in_group.insert(record.id().to_owned()) {
                     skipped_bytes += canonical.len();
+                } else {
+                    kept.push((record, canonical));
                 }
             }
             fresh.push(kept);
@@ -347,6 +361,7 @@ fn write_loop(
             appended.map(|_| {
                 let mut buffer = lock(&shared.buffer);
                 for (record, canonical) in fresh.iter().flatten() {
+                    recent.insert(record.id());
                     buffer.bytes += canonical.len();
                     buffer.records.push(record.clone());
                 }
