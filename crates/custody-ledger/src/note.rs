@@ -3,7 +3,7 @@
 //! A note is a text ending in a newline, a blank line, and signature lines
 //! `— <key name> base64(key id ‖ signature)`. The key id is the first four bytes
 //! of `SHA-256(name ‖ 0x0A ‖ 0x01 ‖ public key)`. Keys are written in the formats
-//! of the reference implementation (`golang.org/x/mod/sumdb/note`), so standard
+//! of the reference implementation (the Go `sumdb/note` package), so standard
 //! note verifiers accept Custody's verifier key as it is:
 //! `<name>+<8 hex digits of key id>+base64(0x01 ‖ public key)`, and private keys
 //! `PRIVATE+KEY+<name>+<key id>+base64(0x01 ‖ seed)`.
@@ -195,7 +195,7 @@ impl NoteVerifier {
 mod tests {
     use super::*;
 
-    // The example key pair and note of golang.org/x/mod/sumdb/note's documentation
+    // The example key pair and note of the Go sumdb/note package documentation
     // ("PeterNeumann"), a published test vector for the formats and signatures.
     const GO_SKEY: &str = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz";
     const GO_VKEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
