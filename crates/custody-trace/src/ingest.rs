@@ -15,6 +15,9 @@
 //! records replayed from the log; segments ≤ the marker are released without
 //! replay. So every acknowledged record ends up in exactly one file.
 //!
+//! Small files are merged by [`compaction`] from time to time (one row per id),
+//! never beside a flush and only over finished flushes.
+//!
 //! Memory is bounded: a batch that would take the bytes accepted but not yet
 //! flushed past `max_buffer_bytes` is refused with [`IngestError::Busy`] (HTTP
 //! 429 with `Retry-After`). Replays of recently seen record ids (a client
@@ -31,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::compaction::{self, CompactionReport};
 use crate::parquet_files::{data_files, flush_of, partition, read_ids, to_record_batch, write_file};
 use crate::record::StoredRecord;
 use crate::wal::{Wal, WalError};
@@ -47,6 +51,9 @@ pub struct IngestOptions {
     pub segment_bytes: u64,
     /// How many recent record ids are remembered to acknowledge replays.
     pub recent_ids: usize,
+    /// How often the flusher merges small files; files under `small_file_bytes` count as small.
+    pub compact_interval: Duration,
+    pub small_file_bytes: u64,
 }
 
 impl Default for IngestOptions {
@@ -57,6 +64,8 @@ impl Default for IngestOptions {
             flush_bytes: 64 * 1024 * 1024,
             segment_bytes: 64 * 1024 * 1024,
             recent_ids: 1_000_000,
+            compact_interval: Duration::from_secs(60),
+            small_file_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -82,6 +91,8 @@ pub struct Recovered {
     pub torn_bytes: u64,
     /// Log segments damaged before their end (copies kept; see the log).
     pub damaged_segments: usize,
+    /// Compactions a crash interrupted, finished or undone.
+    pub compactions_resolved: usize,
 }
 
 struct Job {
@@ -167,7 +178,11 @@ impl Ingest {
         let marker = root.join("flushed");
         std::fs::create_dir_all(&data_dir).map_err(|e| unavailable(&e))?;
         let flushed = read_marker(&marker).map_err(|e| unavailable(&e))?;
-        let mut recovered = Recovered::default();
+        // Compactions first: their files all belong to finished flushes.
+        let mut recovered = Recovered {
+            compactions_resolved: compaction::recover(&data_dir).map_err(|e| unavailable(&e))?,
+            ..Recovered::default()
+        };
         for file in data_files(&data_dir).map_err(|e| unavailable(&e))? {
             if flush_of(&file).is_none_or(|f| f > flushed) {
                 std::fs::remove_file(&file).map_err(|e| unavailable(&e))?;
@@ -290,6 +305,11 @@ impl Ingest {
         flush_once(&self.shared)
     }
 
+    /// Merges small files now (after any flush under way).
+    pub fn compact(&self) -> Result<CompactionReport, IngestError> {
+        compact_once(&self.shared)
+    }
+
     /// Stops taking records, flushes what is buffered, and stops the threads.
     pub fn shutdown(mut self) -> Result<(), IngestError> {
         self.jobs = None;
@@ -391,6 +411,7 @@ fn write_loop(
 
 fn flush_loop(shared: &Shared, wakes: &Receiver<()>) {
     let mut last = Instant::now();
+    let mut last_compaction = Instant::now();
     while shared.running.load(Ordering::SeqCst) {
         let wait = shared.options.flush_interval.saturating_sub(last.elapsed());
         match wakes.recv_timeout(wait) {
@@ -404,7 +425,21 @@ fn flush_loop(shared: &Shared, wakes: &Receiver<()>) {
         if let Err(error) = flush_once(shared) {
             tracing::error!(error = %error, "flushing trace records failed; they stay buffered and in the log");
         }
+        if last_compaction.elapsed() >= shared.options.compact_interval {
+            last_compaction = Instant::now();
+            if let Err(error) = compact_once(shared) {
+                tracing::warn!(error = %error, "compacting trace files failed; the files stay as they are");
+            }
+        }
     }
+}
+
+/// Merges small files of finished flushes; never beside a flush.
+fn compact_once(shared: &Shared) -> Result<CompactionReport, IngestError> {
+    let _one_at_a_time = lock(&shared.flush_lock);
+    let flushed = read_marker(&shared.marker).map_err(|e| IngestError::Unavailable(e.to_string()))?;
+    compaction::compact(&shared.data_dir, flushed, shared.options.small_file_bytes)
+        .map_err(|e| IngestError::Unavailable(e.to_string()))
 }
 
 /// Writes everything buffered to Parquet, records the flush, releases the log.

@@ -11,6 +11,7 @@
 //! ([`parquet_files`]) and the session [`tree`] with its rollups. The in-memory Arrow buffer, Parquet files,
 //! compaction and DataFusion queries follow (see ARCHITECTURE.md).
 
+pub mod compaction;
 pub mod ingest;
 pub mod parquet_files;
 pub mod record;

@@ -194,19 +194,32 @@ fn hex_encode(bytes: &[u8]) -> String {
 /// Writes one batch as a new zstd-compressed file in `dir`, atomically; returns its
 /// path. `flush` numbers the flush that wrote it (see [`flush_of`]).
 pub fn write_file(dir: &Path, flush: u64, batch: &RecordBatch) -> Result<PathBuf, ParquetFileError> {
+    let path = dir.join(file_name(flush));
+    write_file_as(&path, batch)?;
+    Ok(path)
+}
+
+/// A new data file name for flush number `flush`.
+pub fn file_name(flush: u64) -> String {
+    format!("part-{flush:020}-{}.parquet", uuid::Uuid::now_v7())
+}
+
+/// Writes one batch as a zstd-compressed file at `path`, atomically: under a
+/// temporary name, fsynced, then renamed.
+pub fn write_file_as(path: &Path, batch: &RecordBatch) -> Result<(), ParquetFileError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let name = format!("part-{flush:020}-{}.parquet", uuid::Uuid::now_v7());
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("part.parquet");
     let tmp = dir.join(format!(".{name}.tmp"));
-    let path = dir.join(name);
     let file = File::create(&tmp).map_err(io(&tmp))?;
     let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).build();
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
     writer.write(batch)?;
     let file = writer.into_inner()?;
     file.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    std::fs::rename(&tmp, path).map_err(io(path))?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-    Ok(path)
+    Ok(())
 }
 
 /// The flush number in a file name written by [`write_file`].

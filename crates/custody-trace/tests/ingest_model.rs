@@ -53,6 +53,7 @@ enum Op {
     /// Send again a batch that was acknowledged before.
     Replay(usize),
     Flush,
+    Compact,
     CleanRestart,
     Crash,
 }
@@ -62,6 +63,7 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (1u64..6).prop_map(Op::Append),
         1 => (0usize..100).prop_map(Op::Replay),
         2 => Just(Op::Flush),
+        1 => Just(Op::Compact),
         1 => Just(Op::CleanRestart),
         2 => Just(Op::Crash),
     ]
@@ -97,6 +99,11 @@ proptest! {
                     ingest.flush().unwrap();
                     let (_, buffered) = stored_ids(&ingest, &root);
                     prop_assert!(buffered.is_empty());
+                }
+                Op::Compact => {
+                    let before = data_files(&root.join("data")).unwrap().len();
+                    let report = ingest.compact().unwrap();
+                    prop_assert_eq!(data_files(&root.join("data")).unwrap().len(), before - report.files_in + report.partitions);
                 }
                 Op::CleanRestart => {
                     ingest.shutdown().unwrap();
@@ -177,4 +184,63 @@ async fn the_flusher_writes_on_its_own_within_the_interval() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("the buffer was not flushed");
+}
+
+/// Three flushes into one partition, one record sent twice past the recent-id
+/// memory: compaction leaves one file with one row per id.
+#[tokio::test]
+async fn compaction_merges_a_partitions_files_and_keeps_one_row_per_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let forgetful = IngestOptions { recent_ids: 1, ..options() };
+    let (ingest, _) = Ingest::open(dir.path(), forgetful).unwrap();
+    let same_partition = |n: u64| record(n * 2);
+    let first = same_partition(1);
+    for batch in [vec![first.clone(), same_partition(2)], vec![same_partition(3)], vec![first.clone()]] {
+        ingest.append(batch).await.unwrap();
+        ingest.flush().unwrap();
+    }
+    let (files, _) = stored_ids(&ingest, dir.path());
+    assert_eq!(files.get(first.id()), Some(&2), "stored twice: the replay was older than the id memory");
+    let before = data_files(&dir.path().join("data")).unwrap();
+    assert_eq!(before.len(), 3);
+    let report = ingest.compact().unwrap();
+    assert_eq!((report.partitions, report.files_in, report.rows_in, report.rows_out), (1, 3, 4, 3));
+    assert_eq!(data_files(&dir.path().join("data")).unwrap().len(), 1);
+    let (files, _) = stored_ids(&ingest, dir.path());
+    assert_eq!(files.len(), 3);
+    assert!(files.values().all(|&n| n == 1));
+}
+
+/// A compaction cut short: before its new file existed it is undone, after it
+/// is finished; either way every record is in exactly one file.
+#[tokio::test]
+async fn an_interrupted_compaction_is_finished_or_undone_on_start() {
+    use custody_trace::parquet_files::{file_name, to_record_batch, write_file_as};
+    for new_file_written in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (ingest, _) = Ingest::open(dir.path(), options()).unwrap();
+        let records: Vec<StoredRecord> = (1..=3).map(|n| record(n * 2)).collect();
+        for r in &records {
+            ingest.append(vec![r.clone()]).await.unwrap();
+            ingest.flush().unwrap();
+        }
+        drop(ingest);
+        let old = data_files(&dir.path().join("data")).unwrap();
+        let part = old[0].parent().unwrap().to_path_buf();
+        let new_file = part.join(file_name(3));
+        let plan = new_file.with_extension("parquet.compacting");
+        let listing: String = old.iter().map(|f| format!("{}\n", f.file_name().unwrap().to_str().unwrap())).collect();
+        std::fs::write(&plan, listing).unwrap();
+        if new_file_written {
+            write_file_as(&new_file, &to_record_batch(&records).unwrap()).unwrap();
+        }
+        let (ingest, recovered) = Ingest::open(dir.path(), options()).unwrap();
+        assert_eq!(recovered.compactions_resolved, 1);
+        assert!(!plan.exists());
+        let left = data_files(&dir.path().join("data")).unwrap();
+        assert_eq!(left.len(), if new_file_written { 1 } else { 3 }, "{left:?}");
+        let (files, _) = stored_ids(&ingest, dir.path());
+        assert_eq!(files.len(), 3);
+        assert!(files.values().all(|&n| n == 1));
+    }
 }
