@@ -4,12 +4,13 @@
 //! asynchronously: ingest acknowledges a batch once it is in the fsynced
 //! [`wal`], and the store catches up behind it. This crate shares nothing with
 //! `custody-audit` — its own threads, files and errors — so a failure of one
-//! record never blinds the other.
+//! witness never blinds the other.
 //!
-//! Built so far: the [`record`] as stored (id, content hash), the [`ingest`]
-//! pipeline over the write-ahead log, Parquet files of records in retention-friendly partitions
-//! ([`parquet_files`]) and the session [`tree`] with its rollups. The in-memory Arrow buffer, Parquet files,
-//! compaction and DataFusion queries follow (see ARCHITECTURE.md).
+//! Built so far: the [`record`] as stored (id, content hash); the [`ingest`]
+//! pipeline — [`wal`] → buffer → [`parquet_files`] in retention-friendly
+//! partitions → [`compaction`]; and the session [`tree`] with its rollups.
+//! Queries (DataFusion), the `TraceStore` trait and the HTTP API follow (see
+//! ARCHITECTURE.md).
 
 pub mod compaction;
 pub mod ingest;
