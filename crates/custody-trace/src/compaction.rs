@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use arrow::array::{AsArray, BooleanArray};
 use arrow::compute::{concat_batches, filter_record_batch};
 
-use crate::parquet_files::{ParquetFileError, data_files, file_name, flush_of, read_file, schema, write_file_as};
+use crate::parquet_files::{
+    ParquetFileError, data_files, file_name, files_with_extension, flush_of, read_file, schema, write_file_as,
+};
 
 const PLAN_SUFFIX: &str = "compacting";
 
@@ -90,23 +92,7 @@ fn compact_partition(dir: &Path, files: &[PathBuf]) -> Result<(usize, usize), Pa
 
 /// Finishes or undoes the compactions a crash interrupted.
 pub fn recover(data_dir: &Path) -> Result<usize, ParquetFileError> {
-    let mut plans = Vec::new();
-    let mut dirs = vec![data_dir.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io(&dir)(e)),
-        };
-        for entry in entries {
-            let path = entry.map_err(io(&dir))?.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == PLAN_SUFFIX) {
-                plans.push(path);
-            }
-        }
-    }
+    let plans = files_with_extension(data_dir, PLAN_SUFFIX)?;
     for plan in &plans {
         let dir = plan.parent().unwrap_or(data_dir);
         let new_file = plan.with_extension("");

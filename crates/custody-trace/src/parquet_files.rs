@@ -230,6 +230,11 @@ pub fn flush_of(path: &Path) -> Option<u64> {
 
 /// Every data file under `root`, recursively.
 pub fn data_files(root: &Path) -> Result<Vec<PathBuf>, ParquetFileError> {
+    files_with_extension(root, "parquet")
+}
+
+/// Every file under `root` (recursively) whose extension is `extension`, sorted.
+pub fn files_with_extension(root: &Path, extension: &str) -> Result<Vec<PathBuf>, ParquetFileError> {
     let mut files = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
@@ -242,7 +247,7 @@ pub fn data_files(root: &Path) -> Result<Vec<PathBuf>, ParquetFileError> {
             let path = entry.map_err(io(&dir))?.path();
             if path.is_dir() {
                 dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
+            } else if path.extension().is_some_and(|e| e == extension) {
                 files.push(path);
             }
         }
