@@ -108,7 +108,7 @@ struct Buffer {
     bytes: usize,
     /// Records a flush has taken and is writing: still visible to queries until
     /// their files are in place.
-    flushing: Vec<StoredRecord>,
+    flushing: Arc<Vec<StoredRecord>>,
 }
 
 /// Ids seen lately, oldest first out.
@@ -312,28 +312,25 @@ impl Ingest {
 
     /// Stops taking records, flushes what is buffered, and stops the threads.
     pub fn shutdown(mut self) -> Result<(), IngestError> {
-        self.jobs = None;
-        self.stop()
+        self.stop_threads();
+        flush_once(&self.shared).map(|_| ())
     }
 
-    fn stop(&mut self) -> Result<(), IngestError> {
+    /// Closes the job queue (the log writer ends when it is drained) and ends the flusher.
+    fn stop_threads(&mut self) {
+        self.jobs = None;
         self.shared.running.store(false, Ordering::SeqCst);
         let _ = self.wake_flusher.try_send(());
         if let Some(flusher) = self.flusher.take() {
             let _ = flusher.join();
         }
-        flush_once(&self.shared).map(|_| ())
     }
 }
 
 impl Drop for Ingest {
+    /// Like a crash for what is buffered: it stays in the log and is replayed on open.
     fn drop(&mut self) {
-        self.jobs = None;
-        self.shared.running.store(false, Ordering::SeqCst);
-        let _ = self.wake_flusher.try_send(());
-        if let Some(flusher) = self.flusher.take() {
-            let _ = flusher.join();
-        }
+        self.stop_threads();
     }
 }
 
@@ -374,24 +371,25 @@ fn write_loop(
             fresh.push(kept);
         }
         shared.reserved.fetch_sub(skipped_bytes, Ordering::SeqCst);
-        let payloads: Vec<&[u8]> = fresh.iter().flatten().map(|(_, c)| c.as_slice()).collect();
+        let kept: Vec<usize> = fresh.iter().map(Vec::len).collect();
         let result = {
             let mut wal = lock(&shared.wal);
+            let payloads: Vec<&[u8]> = fresh.iter().flatten().map(|(_, c)| c.as_slice()).collect();
             let appended = if payloads.is_empty() { Ok(0) } else { wal.append(&payloads) };
             appended.map(|_| {
                 let mut buffer = lock(&shared.buffer);
-                for (record, canonical) in fresh.iter().flatten() {
+                for (record, canonical) in fresh.drain(..).flatten() {
                     recent.insert(record.id());
                     buffer.bytes += canonical.len();
-                    buffer.records.push(record.clone());
+                    buffer.records.push(record);
                 }
                 buffer.bytes
             })
         };
         match result {
             Ok(buffered) => {
-                for (job, kept) in group.into_iter().zip(&fresh) {
-                    let _ = job.reply.send(Ok(kept.len()));
+                for (job, kept) in group.into_iter().zip(kept) {
+                    let _ = job.reply.send(Ok(kept));
                 }
                 if buffered >= shared.options.flush_bytes {
                     let _ = wake_flusher.try_send(());
@@ -446,21 +444,22 @@ fn compact_once(shared: &Shared) -> Result<CompactionReport, IngestError> {
 fn flush_once(shared: &Shared) -> Result<usize, IngestError> {
     let _one_at_a_time = lock(&shared.flush_lock);
     let failed = |e: &dyn std::fmt::Display| IngestError::Unavailable(e.to_string());
-    let (segment, taken) = {
+    let (segment, taken, bytes) = {
         let mut wal = lock(&shared.wal);
         let mut buffer = lock(&shared.buffer);
         if buffer.records.is_empty() {
             return Ok(0);
         }
         let segment = wal.rotate().map_err(|e: WalError| failed(&e))?;
-        buffer.flushing = std::mem::take(&mut buffer.records);
-        let bytes = std::mem::take(&mut buffer.bytes);
-        (segment, Buffer { records: buffer.flushing.clone(), bytes, flushing: Vec::new() })
+        // Shared, not copied: the flush reads the records while queries still see them.
+        let taken = Arc::new(std::mem::take(&mut buffer.records));
+        buffer.flushing = taken.clone();
+        (segment, taken, std::mem::take(&mut buffer.bytes))
     };
     let write = || -> Result<(), IngestError> {
-        let mut parts: BTreeMap<PathBuf, Vec<StoredRecord>> = BTreeMap::new();
-        for record in &taken.records {
-            parts.entry(partition(record)).or_default().push(record.clone());
+        let mut parts: BTreeMap<PathBuf, Vec<&StoredRecord>> = BTreeMap::new();
+        for record in taken.iter() {
+            parts.entry(partition(record)).or_default().push(record);
         }
         for (part, records) in parts {
             let batch = to_record_batch(&records).map_err(|e| failed(&e))?;
@@ -468,21 +467,24 @@ fn flush_once(shared: &Shared) -> Result<usize, IngestError> {
         }
         write_marker(&shared.marker, segment).map_err(|e| failed(&e))
     };
-    if let Err(error) = write() {
+    let written = write();
+    let count = taken.len();
+    drop(taken);
+    if let Err(error) = written {
         // Put the records back in front: they are still in the log's segments,
         // which stay until a flush succeeds; files written so far are removed on
         // the next start (their flush number is beyond the marker).
         let mut buffer = lock(&shared.buffer);
-        let mut records = std::mem::take(&mut buffer.flushing);
+        let mut records = Arc::unwrap_or_clone(std::mem::take(&mut buffer.flushing));
         records.append(&mut buffer.records);
         buffer.records = records;
-        buffer.bytes += taken.bytes;
+        buffer.bytes += bytes;
         return Err(error);
     }
-    lock(&shared.buffer).flushing.clear();
+    lock(&shared.buffer).flushing = Arc::default();
     lock(&shared.wal).release_through(segment).map_err(|e| failed(&e))?;
-    shared.reserved.fetch_sub(taken.bytes, Ordering::SeqCst);
-    Ok(taken.records.len())
+    shared.reserved.fetch_sub(bytes, Ordering::SeqCst);
+    Ok(count)
 }
 
 fn read_marker(path: &Path) -> std::io::Result<u64> {

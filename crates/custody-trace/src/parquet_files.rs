@@ -105,8 +105,8 @@ fn clamp(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The records as one Arrow batch in [`schema`] order.
-pub fn to_record_batch(records: &[StoredRecord]) -> Result<RecordBatch, ArrowError> {
+/// The records (owned or borrowed) as one Arrow batch in [`schema`] order.
+pub fn to_record_batch<R: std::borrow::Borrow<StoredRecord>>(records: &[R]) -> Result<RecordBatch, ArrowError> {
     let n = records.len();
     let mut strings: Vec<StringBuilder> = (0..17).map(|_| StringBuilder::with_capacity(n, n * 16)).collect();
     let mut ints: Vec<Int64Builder> = (0..6).map(|_| Int64Builder::with_capacity(n)).collect();
@@ -118,6 +118,7 @@ pub fn to_record_batch(records: &[StoredRecord]) -> Result<RecordBatch, ArrowErr
     let mut attributes = StringBuilder::new();
     let mut hashes = StringBuilder::with_capacity(n, n * 64);
     for stored in records {
+        let stored = stored.borrow();
         let r = &stored.record;
         let texts: [Option<String>; 17] = [
             Some(stored.id().to_owned()),
@@ -165,7 +166,7 @@ pub fn to_record_batch(records: &[StoredRecord]) -> Result<RecordBatch, ArrowErr
         }
         action_ids.append(true);
         attributes.append_option(r.attributes.as_ref().map(json));
-        hashes.append_value(hex_encode(&stored.content_hash));
+        hashes.append_value(hex::encode(stored.content_hash));
     }
     let mut columns: Vec<ArrayRef> = strings.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
     let mut ints = ints.into_iter();
@@ -185,10 +186,6 @@ pub fn to_record_batch(records: &[StoredRecord]) -> Result<RecordBatch, ArrowErr
     columns.push(Arc::new(attributes.finish()));
     columns.push(Arc::new(hashes.finish()));
     RecordBatch::try_new(schema(), columns)
-}
-
-fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes one batch as a new zstd-compressed file in `dir`, atomically; returns its
@@ -334,7 +331,7 @@ mod tests {
         let started = back.column_by_name("started_at").unwrap().as_primitive::<TimestampNanosecondType>();
         assert_eq!(started.value(0), records[0].record.started_at.unix_nanos());
         let hashes = back.column_by_name("content_hash").unwrap().as_string::<i32>();
-        assert_eq!(hashes.value(2), hex_encode(&records[2].content_hash));
+        assert_eq!(hashes.value(2), hex::encode(records[2].content_hash));
         let input = back.column_by_name("input").unwrap().as_string::<i32>();
         assert_eq!(input.value(1), r#"[{"role":"user","content":"question 1"}]"#);
         assert!(back.column_by_name("retrieved_context").unwrap().is_null(0));

@@ -85,7 +85,7 @@ fn pyarrow_reads_the_files_with_partitions_and_the_same_rows() {
             json!({"id": s.id(), "workspace": r.workspace.as_str(), "day": r.started_at.utc_day(),
                 "classification": r.classification.as_deref().unwrap_or("unclassified"), "model": r.model,
                 "input_tokens": r.usage.unwrap().input_tokens, "latency_ms": r.latency_ms(),
-                "content_hash": s.content_hash.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                "content_hash": hex::encode(s.content_hash),
                 "action_ids": r.action_ids, "input": r.input, "started_at_ns": r.started_at.unix_nanos()})
         })
         .collect();
