@@ -15,6 +15,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+mod traces;
+pub use traces::{TraceIngest, TraceQuery, TraceRejection, verify_trace_row};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the server: {0}")]
@@ -27,6 +30,8 @@ pub enum ClientError {
     Decode(String),
     #[error("invalid server URL `{0}`: use http://HOST:PORT")]
     BadUrl(String),
+    #[error("the server is busy ({message}); retry after {retry_after_secs} s")]
+    Busy { retry_after_secs: u64, message: String },
 }
 
 impl ClientError {
@@ -34,6 +39,7 @@ impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Api { status, .. } => Some(*status),
+            ClientError::Busy { .. } => Some(429),
             _ => None,
         }
     }
@@ -124,7 +130,7 @@ impl Client {
         self
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key)
     }
 
@@ -134,7 +140,16 @@ impl Client {
             return Ok(response);
         }
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         let text = response.text().await.unwrap_or_default();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let message = serde_json::from_str::<ErrorBody>(&text).map(|b| b.error.message).unwrap_or(text);
+            return Err(ClientError::Busy { retry_after_secs: retry_after.unwrap_or(1), message });
+        }
         Err(match serde_json::from_str::<ErrorBody>(&text) {
             Ok(body) => {
                 ClientError::Api { status: status.as_u16(), code: body.error.code, message: body.error.message }
@@ -147,7 +162,7 @@ impl Client {
         })
     }
 
-    async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
+    pub(crate) async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
         let response = self.send(request).await?;
         let bytes = response.bytes().await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))

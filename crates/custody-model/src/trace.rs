@@ -15,6 +15,8 @@ use crate::workspace::{WorkspaceName, truncate};
 
 /// The largest canonical encoding of one record that the store accepts.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// The partition of records without a classification; not a classification a record may name.
+pub const UNCLASSIFIED: &str = "unclassified";
 /// The longest identifier-like string field.
 const MAX_ID_LEN: usize = 512;
 
@@ -201,6 +203,13 @@ impl TraceRecord {
         if let Some(label) = &self.classification {
             crate::workspace::check_label(label)
                 .map_err(|m| ValidationError::new("invalid_value", "classification", m))?;
+            if label == UNCLASSIFIED {
+                return Err(ValidationError::new(
+                    "invalid_value",
+                    "classification",
+                    "`unclassified` is where records without a classification are filed: leave `classification` out",
+                ));
+            }
         }
         for (i, id) in self.action_ids.iter().enumerate() {
             crate::event::check_id(&format!("action_ids[{i}]"), id, MAX_ID_LEN)?;
@@ -303,6 +312,8 @@ mod tests {
         let e = refused(|v| v["output"][0]["mood"] = json!("happy"));
         assert_eq!((e.code, e.field.as_str()), ("unknown_field", "output[0].mood"), "{e}");
         let e = refused(|v| v["classification"] = json!("../../etc"));
+        assert_eq!((e.code, e.field.as_str()), ("invalid_value", "classification"), "{e}");
+        let e = refused(|v| v["classification"] = json!("unclassified"));
         assert_eq!((e.code, e.field.as_str()), ("invalid_value", "classification"), "{e}");
         let e = refused(|v| v["parent_process_id"] = json!("proc-2"));
         assert_eq!((e.code, e.field.as_str()), ("invalid_value", "parent_process_id"), "{e}");

@@ -54,7 +54,7 @@ pub fn check_label(s: &str) -> Result<(), String> {
     })
 }
 
-pub(crate) fn truncate(s: &str, max: usize) -> String {
+pub fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_owned()
     } else {

@@ -1,7 +1,10 @@
-//! Custody's HTTP server: the audit API, API keys, health and metrics.
+//! Custody's HTTP server: the audit API, the trace API, API keys, health and metrics.
 //!
-//! The server reaches storage only through the [`AuditLog`] and [`KeyStore`]
-//! traits; which backend serves them is decided by URI at start-up.
+//! The server reaches storage only through the [`AuditLog`], [`TraceStore`] and
+//! [`KeyStore`] traits; which backend serves them is decided by URI at start-up.
+//! The two witnesses share nothing: a trace store that cannot be opened leaves
+//! the server running with the audit API intact (and the trace API answering
+//! 503), and the reverse.
 
 mod audit_api;
 mod auth;
@@ -10,6 +13,7 @@ mod health;
 mod keys_api;
 mod metrics;
 mod params;
+mod trace_api;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,12 +26,14 @@ use axum::routing::{delete, get, post};
 use custody_audit::keys::{KeyRecord, KeyStore, SqliteKeyStore, generate_token, hash_token, token_id};
 use custody_audit::{AuditLog, OpenOptions, open_audit_log, signing_key};
 use custody_model::{ApiKeyInfo, Scope, Timestamp};
+use custody_trace::{IngestOptions, TraceStore, open_trace_store};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub use audit_api::{MAX_BATCH_EVENTS, parse_events};
 pub use error::ApiError;
-use metrics::{CommitMetrics, Metrics};
+use metrics::{CommitMetrics, IngestMetrics, Metrics};
+pub use trace_api::MAX_BATCH_RECORDS;
 
 /// Everything `custody serve` can be told.
 #[derive(Debug, Clone)]
@@ -46,6 +52,10 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// How long a commit waits for a database lock held elsewhere before failing (503).
     pub busy_timeout: Duration,
+    /// The trace store URI; `parquet://<data-dir>/traces` when `None`.
+    pub trace_store: Option<String>,
+    /// Trace bytes accepted but not yet in Parquet files before ingest answers 429.
+    pub trace_buffer_bytes: usize,
 }
 
 impl ServerConfig {
@@ -59,7 +69,13 @@ impl ServerConfig {
             bootstrap_key: None,
             body_limit: DEFAULT_BODY_LIMIT,
             busy_timeout: Duration::from_secs(2),
+            trace_store: None,
+            trace_buffer_bytes: IngestOptions::default().max_buffer_bytes,
         }
+    }
+
+    pub fn trace_store_uri(&self) -> String {
+        self.trace_store.clone().unwrap_or_else(|| format!("parquet://{}", self.data_dir.join("traces").display()))
     }
 
     pub fn signing_key_path(&self) -> PathBuf {
@@ -78,6 +94,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     audit: Arc<dyn AuditLog>,
+    traces: trace_api::TraceSlot,
     keys: Arc<dyn KeyStore>,
     metrics: Arc<Metrics>,
     refusals: Arc<auth::RefusalWindows>,
@@ -106,8 +123,11 @@ pub struct RunningServer {
     /// The bootstrap admin key, when this start generated it (show it once).
     pub generated_bootstrap_key: Option<String>,
     pub verifier_key: String,
+    /// Why the trace store could not be opened, if it could not (the server runs without it).
+    pub trace_store_error: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    traces: Option<Arc<dyn TraceStore>>,
 }
 
 impl RunningServer {
@@ -116,7 +136,18 @@ impl RunningServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        self.task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        let served = (&mut self.task).await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        self.close_traces().await;
+        served
+    }
+
+    /// Writes what the trace store buffers out to its files.
+    async fn close_traces(&mut self) {
+        if let Some(traces) = self.traces.take()
+            && let Err(error) = traces.close().await
+        {
+            tracing::error!(error = %error, "closing the trace store; its write-ahead log keeps every acknowledged record");
+        }
     }
 
     /// Serves until `signal` resolves, then shuts down gracefully; or until the
@@ -127,7 +158,10 @@ impl RunningServer {
             () = signal => None,
         };
         match finished {
-            Some(result) => result.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            Some(result) => {
+                self.close_traces().await;
+                result.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            }
             None => self.shutdown().await,
         }
     }
@@ -152,8 +186,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let keys: Arc<dyn KeyStore> =
         Arc::new(SqliteKeyStore::open(&config.data_dir.join("keys.db")).map_err(StartError::KeyStore)?);
     let verifier_key = audit.verifier().to_key_string();
+    let traces = open_traces(&config, &metrics).await;
+    let trace_store_error = traces.as_ref().err().cloned();
     let state = AppState {
         audit,
+        traces: traces.clone(),
         keys,
         metrics,
         refusals: Arc::new(auth::RefusalWindows::default()),
@@ -177,7 +214,35 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             .await
     });
     tracing::info!(addr = %local_addr, "custody is serving");
-    Ok(RunningServer { local_addr, generated_bootstrap_key, verifier_key, shutdown: Some(tx), task })
+    Ok(RunningServer {
+        local_addr,
+        generated_bootstrap_key,
+        verifier_key,
+        trace_store_error,
+        shutdown: Some(tx),
+        task,
+        traces: traces.ok(),
+    })
+}
+
+/// Opens the trace store (replaying its log) off the async threads. A failure
+/// is reported, not fatal: the audit witness must not depend on the trace one.
+async fn open_traces(config: &ServerConfig, metrics: &Arc<Metrics>) -> trace_api::TraceSlot {
+    let uri = config.trace_store_uri();
+    let options = IngestOptions {
+        max_buffer_bytes: config.trace_buffer_bytes,
+        observer: Some(Arc::new(IngestMetrics(metrics.clone()))),
+        ..IngestOptions::default()
+    };
+    let opened = tokio::task::spawn_blocking(move || open_trace_store(&uri, options)).await;
+    match opened {
+        Ok(Ok(store)) => Ok(store),
+        Ok(Err(error)) => {
+            tracing::error!(error = %error, "the trace store is unavailable; serving the audit API without it");
+            Err(error.to_string())
+        }
+        Err(error) => Err(format!("opening the trace store stopped: {error}")),
+    }
 }
 
 async fn flush_refusals_periodically(state: AppState) {
@@ -238,6 +303,11 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/audit/public-key", get(audit_api::public_key))
         .route("/api/v1/audit/proofs/inclusion", get(audit_api::inclusion_proof))
         .route("/api/v1/audit/proofs/consistency", get(audit_api::consistency_proof))
+        .route("/api/v1/traces", post(trace_api::ingest))
+        .route("/api/v1/traces/records", get(trace_api::records))
+        .route("/api/v1/traces/records/{id}", get(trace_api::record))
+        .route("/api/v1/traces/sessions/{session_id}/tree", get(trace_api::session_tree))
+        .route("/api/v1/traces/usage", get(trace_api::usage))
         .route("/api/v1/keys", post(keys_api::create).get(keys_api::list))
         .route("/api/v1/keys/{id}", delete(keys_api::revoke))
         .route("/healthz", get(health::healthz))

@@ -8,6 +8,7 @@ use custody_audit::CommitObserver;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -22,8 +23,34 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
+}
+
+/// Distinct provider label values before the rest count as `other`.
+const MAX_PROVIDERS: usize = 32;
+
 pub struct Metrics {
     registry: Registry,
+    pub trace_records: Family<KindLabels, Counter>,
+    pub trace_bytes: Counter,
+    pub trace_rejected: Counter,
+    pub trace_failures: Family<ReasonLabels, Counter>,
+    pub trace_append_duration: Histogram,
+    pub trace_tokens: Family<ProviderLabels, Counter>,
+    providers: std::sync::Mutex<std::collections::HashSet<String>>,
+    pub trace_buffer_bytes: Gauge,
+    pub trace_wal_bytes: Gauge,
+    pub trace_files: Gauge,
+    pub trace_file_bytes: Gauge,
+    pub trace_flush_duration: Histogram,
+    pub trace_compaction_duration: Histogram,
     pub appends: Family<AppendLabels, Counter>,
     pub append_duration: Histogram,
     pub append_failures: Family<ReasonLabels, Counter>,
@@ -72,8 +99,86 @@ impl Metrics {
             "Requests refused for their API key, by reason",
             auth_refusals.clone(),
         );
+        let trace_records = Family::<KindLabels, Counter>::default();
+        let trace_bytes = Counter::default();
+        let trace_rejected = Counter::default();
+        let trace_failures = Family::<ReasonLabels, Counter>::default();
+        let trace_append_duration = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
+        let trace_tokens = Family::<ProviderLabels, Counter>::default();
+        let trace_buffer_bytes = Gauge::default();
+        let trace_wal_bytes = Gauge::default();
+        let trace_files = Gauge::default();
+        let trace_file_bytes = Gauge::default();
+        // 1 ms … ~65 s
+        let trace_flush_duration = Histogram::new(exponential_buckets(0.001, 2.0, 17));
+        let trace_compaction_duration = Histogram::new(exponential_buckets(0.001, 2.0, 17));
+        registry.register(
+            "custody_trace_records",
+            "Trace records acknowledged (durable in the write-ahead log), by kind",
+            trace_records.clone(),
+        );
+        registry.register(
+            "custody_trace_ingested_bytes",
+            "Request bytes of acknowledged trace batches",
+            trace_bytes.clone(),
+        );
+        registry.register(
+            "custody_trace_rejected_records",
+            "Trace records refused for failing validation (reported by index)",
+            trace_rejected.clone(),
+        );
+        registry.register(
+            "custody_trace_append_failures",
+            "Trace batches not acknowledged, by reason (busy: buffer full, 429; unavailable: 503)",
+            trace_failures.clone(),
+        );
+        registry.register(
+            "custody_trace_append_duration_seconds",
+            "Time to make a trace batch durable in the write-ahead log",
+            trace_append_duration.clone(),
+        );
+        registry.register(
+            "custody_trace_tokens",
+            "Input plus output tokens of acknowledged records, by provider (at most 32 providers, then `other`)",
+            trace_tokens.clone(),
+        );
+        registry.register(
+            "custody_trace_buffer_bytes",
+            "Bytes acknowledged and not yet in Parquet files (ingest answers 429 at the limit)",
+            trace_buffer_bytes.clone(),
+        );
+        registry.register("custody_trace_wal_bytes", "Bytes in the trace write-ahead log", trace_wal_bytes.clone());
+        registry.register("custody_trace_parquet_files", "Parquet files of the trace store", trace_files.clone());
+        registry.register(
+            "custody_trace_parquet_bytes",
+            "Bytes of the trace store's Parquet files",
+            trace_file_bytes.clone(),
+        );
+        registry.register(
+            "custody_trace_flush_duration_seconds",
+            "Time to write the buffer out as Parquet files",
+            trace_flush_duration.clone(),
+        );
+        registry.register(
+            "custody_trace_compaction_duration_seconds",
+            "Time to merge a round of small Parquet files",
+            trace_compaction_duration.clone(),
+        );
         Arc::new(Self {
             registry,
+            trace_records,
+            trace_bytes,
+            trace_rejected,
+            trace_failures,
+            trace_append_duration,
+            trace_tokens,
+            providers: std::sync::Mutex::new(std::collections::HashSet::new()),
+            trace_buffer_bytes,
+            trace_wal_bytes,
+            trace_files,
+            trace_file_bytes,
+            trace_flush_duration,
+            trace_compaction_duration,
             appends,
             append_duration,
             append_failures,
@@ -81,6 +186,52 @@ impl Metrics {
             commit_duration,
             auth_refusals,
         })
+    }
+
+    /// Counts an acknowledged batch: each record's kind, provider and tokens.
+    pub fn trace_ingested(
+        &self,
+        records: &[(custody_model::RecordKind, Option<String>, u64)],
+        bytes: u64,
+        duration: Duration,
+    ) {
+        self.trace_bytes.inc_by(bytes);
+        self.trace_append_duration.observe(duration.as_secs_f64());
+        let mut providers = self.providers.lock().unwrap_or_else(|p| p.into_inner());
+        for (kind, provider, tokens) in records {
+            self.trace_records.get_or_create(&KindLabels { kind: kind.as_str() }).inc();
+            if *tokens == 0 {
+                continue;
+            }
+            let provider = provider.as_deref().unwrap_or("none");
+            let label = if providers.contains(provider) {
+                provider.to_owned()
+            } else if providers.len() < MAX_PROVIDERS {
+                providers.insert(provider.to_owned());
+                provider.to_owned()
+            } else {
+                "other".to_owned()
+            };
+            self.trace_tokens.get_or_create(&ProviderLabels { provider: label }).inc_by(*tokens);
+        }
+    }
+
+    pub fn trace_failed(&self, error: &custody_trace::TraceError) {
+        let reason = match error {
+            custody_trace::TraceError::Busy { .. } => "busy",
+            custody_trace::TraceError::ShuttingDown => "shutting_down",
+            _ => "unavailable",
+        };
+        self.trace_failures.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Takes the trace store's figures that are read rather than counted.
+    pub fn trace_stats(&self, stats: &custody_trace::StoreStats) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.trace_buffer_bytes.set(gauge(stats.buffered_bytes));
+        self.trace_wal_bytes.set(gauge(stats.wal_bytes));
+        self.trace_files.set(gauge(stats.data_files));
+        self.trace_file_bytes.set(gauge(stats.data_bytes));
     }
 
     pub fn render(&self) -> String {
@@ -103,5 +254,18 @@ impl CommitObserver for CommitMetrics {
 
     fn group_failed(&self, events: usize, reason: &'static str) {
         self.0.append_failures.get_or_create(&ReasonLabels { reason }).inc_by(events as u64);
+    }
+}
+
+/// The ingest observer the trace store reports flushes and compactions to.
+pub struct IngestMetrics(pub Arc<Metrics>);
+
+impl custody_trace::ingest::IngestObserver for IngestMetrics {
+    fn flushed(&self, _records: usize, duration: Duration) {
+        self.0.trace_flush_duration.observe(duration.as_secs_f64());
+    }
+
+    fn compacted(&self, _report: &custody_trace::compaction::CompactionReport, duration: Duration) {
+        self.0.trace_compaction_duration.observe(duration.as_secs_f64());
     }
 }

@@ -39,7 +39,13 @@ use crate::parquet_files::{data_files, flush_of, partition, read_ids, to_record_
 use crate::record::StoredRecord;
 use crate::wal::{Wal, WalError};
 
-#[derive(Debug, Clone)]
+/// Told about each flush and compaction (for metrics).
+pub trait IngestObserver: Send + Sync {
+    fn flushed(&self, records: usize, duration: Duration);
+    fn compacted(&self, report: &CompactionReport, duration: Duration);
+}
+
+#[derive(Clone)]
 pub struct IngestOptions {
     /// Bytes accepted but not yet in Parquet files before appends are refused.
     pub max_buffer_bytes: usize,
@@ -54,6 +60,21 @@ pub struct IngestOptions {
     /// How often the flusher merges small files; files under `small_file_bytes` count as small.
     pub compact_interval: Duration,
     pub small_file_bytes: u64,
+    pub observer: Option<Arc<dyn IngestObserver>>,
+}
+
+impl std::fmt::Debug for IngestOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestOptions")
+            .field("max_buffer_bytes", &self.max_buffer_bytes)
+            .field("flush_interval", &self.flush_interval)
+            .field("flush_bytes", &self.flush_bytes)
+            .field("segment_bytes", &self.segment_bytes)
+            .field("recent_ids", &self.recent_ids)
+            .field("compact_interval", &self.compact_interval)
+            .field("small_file_bytes", &self.small_file_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for IngestOptions {
@@ -66,6 +87,7 @@ impl Default for IngestOptions {
             recent_ids: 1_000_000,
             compact_interval: Duration::from_secs(60),
             small_file_bytes: 32 * 1024 * 1024,
+            observer: None,
         }
     }
 }
@@ -156,6 +178,14 @@ struct Shared {
     /// Bytes accepted and not yet flushed (queued, buffered or being written).
     reserved: AtomicUsize,
     running: AtomicBool,
+    /// Why the last log append or flush failed, until one succeeds again.
+    failure: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn note(&self, outcome: Result<(), &dyn std::fmt::Display>) {
+        *lock(&self.failure) = outcome.err().map(|e| e.to_string());
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -163,9 +193,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 pub struct Ingest {
-    jobs: Option<tokio::sync::mpsc::Sender<Job>>,
+    jobs: Mutex<Option<tokio::sync::mpsc::Sender<Job>>>,
     shared: Arc<Shared>,
-    flusher: Option<std::thread::JoinHandle<()>>,
+    flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     wake_flusher: SyncSender<()>,
 }
 
@@ -233,6 +263,7 @@ impl Ingest {
             buffer: Mutex::new(buffer),
             flush_lock: Mutex::new(()),
             running: AtomicBool::new(true),
+            failure: Mutex::new(None),
         });
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         let (wake_flusher, wakes) = sync_channel(1);
@@ -248,14 +279,14 @@ impl Ingest {
             .name("trace-flusher".into())
             .spawn(move || flush_loop(&flusher_shared, &wakes))
             .map_err(spawn_error)?;
-        Ok((Self { jobs: Some(tx), shared, flusher: Some(flusher), wake_flusher }, recovered))
+        Ok((Self { jobs: Mutex::new(Some(tx)), shared, flusher: Mutex::new(Some(flusher)), wake_flusher }, recovered))
     }
 
     /// Makes `records` durable in the write-ahead log; returns how many were new
     /// (the rest were replays of recent ids). Refused with `Busy` when the buffer
     /// is full.
     pub async fn append(&self, records: Vec<StoredRecord>) -> Result<usize, IngestError> {
-        let Some(jobs) = &self.jobs else { return Err(IngestError::ShuttingDown) };
+        let Some(jobs) = lock(&self.jobs).clone() else { return Err(IngestError::ShuttingDown) };
         let records: Vec<(StoredRecord, Vec<u8>)> = records
             .into_iter()
             .map(|r| {
@@ -285,8 +316,18 @@ impl Ingest {
     /// the files). While a flush is finishing, a record can be both here and in a
     /// file: readers keep one row per id.
     pub fn buffered(&self) -> Vec<StoredRecord> {
+        self.buffered_matching(|_| true)
+    }
+
+    /// The buffered records that `keep` selects.
+    pub fn buffered_matching(&self, keep: impl Fn(&StoredRecord) -> bool) -> Vec<StoredRecord> {
         let buffer = lock(&self.shared.buffer);
-        buffer.flushing.iter().chain(&buffer.records).cloned().collect()
+        buffer.flushing.iter().chain(&buffer.records).filter(|r| keep(r)).cloned().collect()
+    }
+
+    /// Why the last log append or flush failed, if the one after it has not succeeded.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.shared.failure).clone()
     }
 
     /// Bytes accepted and not yet flushed.
@@ -311,17 +352,22 @@ impl Ingest {
     }
 
     /// Stops taking records, flushes what is buffered, and stops the threads.
-    pub fn shutdown(mut self) -> Result<(), IngestError> {
+    pub fn shutdown(self) -> Result<(), IngestError> {
+        self.close()
+    }
+
+    /// Like [`Ingest::shutdown`], for a pipeline that is shared.
+    pub fn close(&self) -> Result<(), IngestError> {
         self.stop_threads();
         flush_once(&self.shared).map(|_| ())
     }
 
     /// Closes the job queue (the log writer ends when it is drained) and ends the flusher.
-    fn stop_threads(&mut self) {
-        self.jobs = None;
+    fn stop_threads(&self) {
+        lock(&self.jobs).take();
         self.shared.running.store(false, Ordering::SeqCst);
         let _ = self.wake_flusher.try_send(());
-        if let Some(flusher) = self.flusher.take() {
+        if let Some(flusher) = lock(&self.flusher).take() {
             let _ = flusher.join();
         }
     }
@@ -386,6 +432,7 @@ fn write_loop(
                 buffer.bytes
             })
         };
+        shared.note(result.as_ref().map(|_| ()).map_err(|e| e as &dyn std::fmt::Display));
         match result {
             Ok(buffered) => {
                 for (job, kept) in group.into_iter().zip(kept) {
@@ -420,7 +467,9 @@ fn flush_loop(shared: &Shared, wakes: &Receiver<()>) {
             return;
         }
         last = Instant::now();
-        if let Err(error) = flush_once(shared) {
+        let flushed = flush_once(shared);
+        shared.note(flushed.as_ref().map(|_| ()).map_err(|e| e as &dyn std::fmt::Display));
+        if let Err(error) = flushed {
             tracing::error!(error = %error, "flushing trace records failed; they stay buffered and in the log");
         }
         if last_compaction.elapsed() >= shared.options.compact_interval {
@@ -435,14 +484,22 @@ fn flush_loop(shared: &Shared, wakes: &Receiver<()>) {
 /// Merges small files of finished flushes; never beside a flush.
 fn compact_once(shared: &Shared) -> Result<CompactionReport, IngestError> {
     let _one_at_a_time = lock(&shared.flush_lock);
+    let started = Instant::now();
     let flushed = read_marker(&shared.marker).map_err(|e| IngestError::Unavailable(e.to_string()))?;
-    compaction::compact(&shared.data_dir, flushed, shared.options.small_file_bytes)
-        .map_err(|e| IngestError::Unavailable(e.to_string()))
+    let report = compaction::compact(&shared.data_dir, flushed, shared.options.small_file_bytes)
+        .map_err(|e| IngestError::Unavailable(e.to_string()))?;
+    if let Some(observer) = &shared.options.observer
+        && report.files_in > 0
+    {
+        observer.compacted(&report, started.elapsed());
+    }
+    Ok(report)
 }
 
 /// Writes everything buffered to Parquet, records the flush, releases the log.
 fn flush_once(shared: &Shared) -> Result<usize, IngestError> {
     let _one_at_a_time = lock(&shared.flush_lock);
+    let started = Instant::now();
     let failed = |e: &dyn std::fmt::Display| IngestError::Unavailable(e.to_string());
     let (segment, taken, bytes) = {
         let mut wal = lock(&shared.wal);
@@ -484,6 +541,9 @@ fn flush_once(shared: &Shared) -> Result<usize, IngestError> {
     lock(&shared.buffer).flushing = Arc::default();
     lock(&shared.wal).release_through(segment).map_err(|e| failed(&e))?;
     shared.reserved.fetch_sub(bytes, Ordering::SeqCst);
+    if let Some(observer) = &shared.options.observer {
+        observer.flushed(count, started.elapsed());
+    }
     Ok(count)
 }
 

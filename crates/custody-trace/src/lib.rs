@@ -13,8 +13,21 @@
 //! ARCHITECTURE.md).
 
 pub mod compaction;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod ingest;
 pub mod parquet_files;
+pub mod parquet_store;
 pub mod record;
+pub mod store;
 pub mod tree;
 pub mod wal;
+
+pub use ingest::IngestOptions;
+pub use parquet_store::ParquetTraceStore;
+pub use record::StoredRecord;
+pub use store::{
+    OpenError, RecordCursor, RecordPage, RecordQuery, StoreStats, TraceError, TraceRow, TraceStore, UsageKey,
+    UsageQuery, UsageRow, open_trace_store,
+};
+pub use tree::{CallSummary, SessionTree};

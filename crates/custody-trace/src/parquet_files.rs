@@ -28,7 +28,7 @@ use parquet::file::properties::WriterProperties;
 use crate::record::StoredRecord;
 
 /// The partition value of records without a classification.
-pub const UNCLASSIFIED: &str = "unclassified";
+pub use custody_model::trace::UNCLASSIFIED;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ParquetFileError {
@@ -38,6 +38,8 @@ pub enum ParquetFileError {
     Parquet(#[from] ParquetError),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error("a stored row cannot be read back: {0}")]
+    Damaged(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ParquetFileError + '_ {
@@ -69,10 +71,12 @@ pub fn schema() -> SchemaRef {
         text("retrieved_context", true),
         text("output", true),
         text("tool_calls", true),
-        int("input_tokens", false),
-        int("output_tokens", false),
-        int("cache_read_tokens", false),
-        int("reasoning_tokens", false),
+        // Null when the record has no `usage` (as opposed to zero tokens), so the
+        // record reads back exactly as it was sent.
+        int("input_tokens", true),
+        int("output_tokens", true),
+        int("cache_read_tokens", true),
+        int("reasoning_tokens", true),
         time("started_at", false),
         time("ended_at", true),
         int("latency_ms", true),
@@ -142,12 +146,12 @@ pub fn to_record_batch<R: std::borrow::Borrow<StoredRecord>>(records: &[R]) -> R
         for (builder, value) in strings.iter_mut().zip(texts) {
             builder.append_option(value);
         }
-        let usage = r.usage.unwrap_or_default();
+        let usage = r.usage.as_ref();
         let numbers = [
-            Some(clamp(usage.input_tokens)),
-            Some(clamp(usage.output_tokens)),
-            Some(clamp(usage.cache_read_tokens)),
-            Some(clamp(usage.reasoning_tokens)),
+            usage.map(|u| clamp(u.input_tokens)),
+            usage.map(|u| clamp(u.output_tokens)),
+            usage.map(|u| clamp(u.cache_read_tokens)),
+            usage.map(|u| clamp(u.reasoning_tokens)),
             r.latency_ms().map(clamp),
             r.time_to_first_token_ms.map(clamp),
         ];
@@ -273,6 +277,117 @@ pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, ParquetFileError> {
     let file = File::open(path).map_err(io(path))?;
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
     Ok(reader.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Reads records back from a batch in [`schema`] order plus a `classification`
+/// column (the partition value), as queries return them. The record is exactly
+/// the one ingested: its canonical form hashes to the stored content hash.
+pub fn records_from_batch(
+    batch: &RecordBatch,
+    workspace: &custody_model::WorkspaceName,
+) -> Result<Vec<StoredRecord>, ParquetFileError> {
+    use arrow::array::{Array, StringArray};
+    use arrow::datatypes::{Int64Type, TimestampNanosecondType};
+    use custody_model::{RecordKind, RecordStatus, Timestamp, TraceRecord, trace::Usage};
+
+    let damaged = |what: String| ParquetFileError::Damaged(what);
+    let column = |name: &str| batch.column_by_name(name).ok_or_else(|| damaged(format!("no column `{name}`")));
+    let strings = |name: &str| -> Result<StringArray, ParquetFileError> {
+        let cast = arrow::compute::cast(column(name)?, &DataType::Utf8)?;
+        Ok(cast.as_string::<i32>().clone())
+    };
+    let ints = |name: &str| -> Result<arrow::array::Int64Array, ParquetFileError> {
+        Ok(column(name)?
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| damaged(format!("`{name}` is not Int64")))?
+            .clone())
+    };
+    let times = |name: &str| -> Result<arrow::array::TimestampNanosecondArray, ParquetFileError> {
+        Ok(column(name)?
+            .as_primitive_opt::<TimestampNanosecondType>()
+            .ok_or_else(|| damaged(format!("`{name}` is not a timestamp")))?
+            .clone())
+    };
+    let text = |array: &StringArray, i: usize| (!array.is_null(i)).then(|| array.value(i).to_owned());
+    fn parse<T: serde::de::DeserializeOwned + Default>(
+        array: &StringArray,
+        i: usize,
+        name: &str,
+    ) -> Result<T, ParquetFileError> {
+        if array.is_null(i) {
+            return Ok(T::default());
+        }
+        serde_json::from_str(array.value(i)).map_err(|e| ParquetFileError::Damaged(format!("`{name}`: {e}")))
+    }
+    let [id, kind, session, process, parent, agent, trace_id, span_id, parent_span, provider, model, version] =
+        ["id", "kind", "session_id", "process_id", "parent_process_id", "agent_name", "trace_id", "span_id"]
+            .into_iter()
+            .chain(["parent_span_id", "provider", "model", "model_version"])
+            .map(strings)
+            .collect::<Result<Vec<_>, _>>()?
+            .try_into()
+            .map_err(|_| damaged("columns".into()))?;
+    let [routing, input, context, output, tools, status, error, attributes, hashes, classification] =
+        ["routing", "input", "retrieved_context", "output", "tool_calls", "status", "error", "attributes"]
+            .into_iter()
+            .chain(["content_hash", "classification"])
+            .map(strings)
+            .collect::<Result<Vec<_>, _>>()?
+            .try_into()
+            .map_err(|_| damaged("columns".into()))?;
+    let [input_tokens, output_tokens, cache_tokens, reasoning_tokens, ttft] =
+        ["input_tokens", "output_tokens", "cache_read_tokens", "reasoning_tokens", "time_to_first_token_ms"].map(ints);
+    let (input_tokens, output_tokens, cache_tokens, reasoning_tokens, ttft) =
+        (input_tokens?, output_tokens?, cache_tokens?, reasoning_tokens?, ttft?);
+    let (started, ended) = (times("started_at")?, times("ended_at")?);
+    let actions =
+        column("action_ids")?.as_list_opt::<i32>().ok_or_else(|| damaged("`action_ids` is not a list".into()))?.clone();
+    let unsigned = |n: i64| u64::try_from(n).unwrap_or_default();
+    let mut records = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let usage = (!input_tokens.is_null(i)).then(|| Usage {
+            input_tokens: unsigned(input_tokens.value(i)),
+            output_tokens: unsigned(output_tokens.value(i)),
+            cache_read_tokens: unsigned(cache_tokens.value(i)),
+            reasoning_tokens: unsigned(reasoning_tokens.value(i)),
+        });
+        let action_values = arrow::compute::cast(&actions.value(i), &DataType::Utf8)?;
+        let action_ids = action_values.as_string::<i32>().iter().flatten().map(str::to_owned).collect();
+        let record = TraceRecord {
+            id: text(&id, i),
+            workspace: workspace.clone(),
+            classification: text(&classification, i).filter(|c| c != UNCLASSIFIED),
+            kind: RecordKind::parse(kind.value(i)).ok_or_else(|| damaged(format!("kind `{}`", kind.value(i))))?,
+            session_id: session.value(i).to_owned(),
+            process_id: process.value(i).to_owned(),
+            parent_process_id: text(&parent, i),
+            agent_name: text(&agent, i),
+            trace_id: text(&trace_id, i),
+            span_id: text(&span_id, i),
+            parent_span_id: text(&parent_span, i),
+            provider: text(&provider, i),
+            model: text(&model, i),
+            model_version: text(&version, i),
+            routing: (!routing.is_null(i)).then(|| parse(&routing, i, "routing")).transpose()?,
+            input: parse(&input, i, "input")?,
+            retrieved_context: parse(&context, i, "retrieved_context")?,
+            output: parse(&output, i, "output")?,
+            tool_calls: parse(&tools, i, "tool_calls")?,
+            usage,
+            started_at: Timestamp::from_unix_nanos(started.value(i)),
+            ended_at: (!ended.is_null(i)).then(|| Timestamp::from_unix_nanos(ended.value(i))),
+            time_to_first_token_ms: (!ttft.is_null(i)).then(|| unsigned(ttft.value(i))),
+            status: if status.value(i) == "error" { RecordStatus::Error } else { RecordStatus::Ok },
+            error: text(&error, i),
+            action_ids,
+            attributes: (!attributes.is_null(i)).then(|| parse(&attributes, i, "attributes")).transpose()?,
+        };
+        let mut content_hash = [0u8; 32];
+        hex::decode_to_slice(hashes.value(i), &mut content_hash)
+            .map_err(|_| damaged(format!("content hash `{}`", hashes.value(i))))?;
+        records.push(StoredRecord { record, content_hash });
+    }
+    Ok(records)
 }
 
 #[cfg(test)]
