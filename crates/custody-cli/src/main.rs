@@ -6,6 +6,7 @@
 
 mod bench;
 mod keys;
+mod traces;
 mod verify;
 
 use std::net::SocketAddr;
@@ -28,9 +29,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Custody: the chain of custody for AI agent actions",
     long_about = "Custody keeps a tamper-evident audit log of every authorization event (who did what, and \
                   who allowed it): written synchronously, before the action proceeds, append-only, with signed \
-                  Merkle checkpoints and proofs.\n\n\
+                  Merkle checkpoints and proofs. Beside it, a trace store of every model call of every agent and \
+                  sub-agent (what the model saw and produced), written asynchronously into Parquet files.\n\n\
                   Start a server with `custody serve`; it prints an admin key on first start. Create narrower \
-                  keys with `custody keys create`; check a store offline with `custody verify`.\n\n\
+                  keys with `custody keys create`; check a store offline with `custody verify`; read \
+                  traces with `custody traces`.\n\n\
                   Exit codes: 0 success, 1 verification found tampering, 2 usage, configuration or operational error."
 )]
 struct Cli {
@@ -40,9 +43,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (audit API, keys, /healthz, /readyz, /metrics)
+    /// Run the server (audit API, trace API, keys, /healthz, /readyz, /metrics)
     #[command(long_about = "Run the server on embedded stores.\n\n\
-        On first start it creates DATA_DIR with the SQLite audit log (audit.db), the API keys (keys.db) \
+        On first start it creates DATA_DIR with the SQLite audit log (audit.db), the API keys (keys.db), \
+        the trace store (traces/: write-ahead log and Parquet files) \
         and the checkpoint signing key (signing.key, mode 0600), and prints a bootstrap admin key once. \
         Set CUSTODY_BOOTSTRAP_KEY to choose that key yourself (for automation).\n\n\
         Example:\n  custody serve --data-dir /var/lib/custody --listen 0.0.0.0:7300")]
@@ -57,6 +61,9 @@ enum Command {
     /// Create, list and revoke API keys on a running server
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Query the trace store of a running server: records, session trees, usage
+    #[command(subcommand)]
+    Traces(traces::TracesCommand),
     /// Measure Custody against a naive baseline in the same run
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -85,6 +92,12 @@ struct ServeArgs {
     /// How long a commit waits for a database lock held elsewhere before appends fail with 503, in ms
     #[arg(long, env = "CUSTODY_BUSY_TIMEOUT_MS", default_value_t = 2000)]
     busy_timeout_ms: u64,
+    /// The trace store URI [default: parquet://DATA_DIR/traces]
+    #[arg(long, env = "CUSTODY_TRACE_STORE", value_name = "URI")]
+    trace_store: Option<String>,
+    /// Trace bytes acknowledged but not yet written to Parquet before ingest answers 429
+    #[arg(long, env = "CUSTODY_TRACE_BUFFER_BYTES", default_value_t = 256 * 1024 * 1024)]
+    trace_buffer_bytes: usize,
 }
 
 fn main() -> ExitCode {
@@ -106,6 +119,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
             Command::Verify(args) => verify::run(args).await,
             Command::Keys(command) => keys::run(command).await.map(|()| ExitCode::SUCCESS),
+            Command::Traces(command) => traces::run(command).await.map(|()| ExitCode::SUCCESS),
             Command::Bench(command) => bench::run(command).await.map(|()| ExitCode::SUCCESS),
         }
     });
@@ -125,6 +139,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.log_name = args.log_name;
     config.body_limit = args.body_limit;
     config.busy_timeout = Duration::from_millis(args.busy_timeout_ms);
+    config.trace_store = args.trace_store;
+    config.trace_buffer_bytes = args.trace_buffer_bytes;
     config.bootstrap_key = std::env::var("CUSTODY_BOOTSTRAP_KEY").ok().filter(|k| !k.is_empty());
     let data_dir = config.data_dir.clone();
     let server = custody_server::start(config).await?;
@@ -137,6 +153,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     println!("custody serving on http://{} (data in {})", server.local_addr, data_dir.display());
     println!("checkpoint verifier key: {}", server.verifier_key);
+    if let Some(reason) = &server.trace_store_error {
+        eprintln!("custody: the trace store is unavailable ({reason}); serving the audit API without it");
+    }
     // Ctrl-C or SIGTERM: stop accepting requests and finish those in flight.
     server.run_until(shutdown_signal()).await?;
     Ok(())

@@ -100,3 +100,53 @@ fn bench_audit_runs_both_paths_against_the_baseline() {
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the temporary data is removed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_commands_show_records_trees_and_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = common::serve(&dir.path().join("data"));
+    let records: Vec<serde_json::Value> = [("root", None, "support"), ("helper", Some("root"), "drafter")]
+        .iter()
+        .enumerate()
+        .map(|(i, (process, parent, agent))| {
+            serde_json::json!({"workspace": "acme", "kind": "model_call", "session_id": "sess-cli",
+                "process_id": process, "parent_process_id": parent, "agent_name": agent,
+                "provider": "openai", "model": "gpt-4o", "usage": {"input_tokens": 100 * (i + 1), "output_tokens": 10},
+                "started_at": format!("2026-12-01T10:00:0{i}Z"), "ended_at": format!("2026-12-01T10:00:0{}Z", i + 2)})
+        })
+        .collect();
+    let client = custody_client::Client::new(&url, common::ADMIN).unwrap();
+    assert_eq!(client.append_traces(&records).await.unwrap().accepted, 2);
+    let base = ["--server", url.as_str(), "--key", common::ADMIN, "--workspace", "acme"];
+    let run = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(base);
+        let out = common::run(&all);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let table = run(&["traces", "query", "--session-id", "sess-cli"]);
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains("root/helper") && table.contains("2000 ms") && table.contains("200/10"), "{table}");
+    let json: serde_json::Value = serde_json::from_str(&run(&["traces", "query", "--format", "json"])).unwrap();
+    assert_eq!(json["records"].as_array().unwrap().len(), 2);
+    let tree = run(&["traces", "tree", "sess-cli"]);
+    assert!(tree.starts_with("session sess-cli: 2 calls, 300/20 tokens"), "{tree}");
+    assert!(
+        tree.contains("root (support): own 1 calls") && tree.contains("└─ helper (drafter): own 1 calls"),
+        "{tree}"
+    );
+    let usage = run(&["traces", "usage", "--group-by", "agent_name"]);
+    assert!(usage.starts_with("AGENT_NAME") && usage.contains("drafter") && usage.contains("support"), "{usage}");
+    let usage: serde_json::Value =
+        serde_json::from_str(&run(&["traces", "usage", "--group-by", "model", "--format", "json"])).unwrap();
+    assert_eq!(usage["groups"][0]["input_tokens"], 300);
+    // A session that is not there is an error that says so.
+    let mut args = vec!["traces", "tree", "sess-none"];
+    args.extend(base);
+    let out = common::run(&args);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no records of session"), "{:?}", out);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

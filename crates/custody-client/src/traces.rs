@@ -101,7 +101,7 @@ impl Client {
 
     /// One record by id, its content hash checked; `None` when there is none.
     pub async fn trace_record(&self, workspace: &str, id: &str) -> Result<Option<Value>, ClientError> {
-        let path = format!("/api/v1/traces/records/{id}");
+        let path = format!("/api/v1/traces/records/{}", segment(id));
         match self.json::<Value>(self.request(Method::GET, &path).query(&[("workspace", workspace)])).await {
             Ok(row) => {
                 verify_trace_row(&row)?;
@@ -127,20 +127,35 @@ impl Client {
     }
 
     /// The session's process tree with rollups.
-    pub async fn session_tree(&self, workspace: &str, session_id: &str) -> Result<Value, ClientError> {
-        let path = format!("/api/v1/traces/sessions/{session_id}/tree");
-        self.json(self.request(Method::GET, &path).query(&[("workspace", workspace)])).await
+    pub async fn session_tree(&self, workspace: Option<&str>, session_id: &str) -> Result<Value, ClientError> {
+        let path = format!("/api/v1/traces/sessions/{}/tree", segment(session_id));
+        let query: Vec<(&str, &str)> = workspace.map(|w| ("workspace", w)).into_iter().collect();
+        self.json(self.request(Method::GET, &path).query(&query)).await
     }
 
     /// Usage grouped by `group_by` (`model`, `model_version`, `provider`, `agent_name`, `kind`, `day`).
     pub async fn trace_usage(
         &self,
-        workspace: &str,
+        workspace: Option<&str>,
         group_by: &[&str],
         filters: &[(&str, &str)],
     ) -> Result<Value, ClientError> {
-        let mut query = vec![("workspace", workspace.to_owned()), ("group_by", group_by.join(","))];
+        let mut query = vec![("group_by", group_by.join(","))];
+        query.extend(workspace.map(|w| ("workspace", w.to_owned())));
         query.extend(filters.iter().map(|(k, v)| (*k, (*v).to_owned())));
         self.json(self.request(Method::GET, "/api/v1/traces/usage").query(&query)).await
     }
+}
+
+/// `s` as one URL path segment (percent-encoded outside the unreserved characters).
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
