@@ -21,6 +21,15 @@ pub enum BenchCommand {
         latency and the ratios to the baseline.\n\n\
         Build with --release for meaningful figures:\n  cargo run --release -p custody-cli -- bench audit")]
     Audit(AuditBenchArgs),
+    /// Trace ingest over HTTP vs. a raw arrow-rs Parquet write; session tree; analytics; audit with traces broken
+    #[command(long_about = "Start a server on a temporary directory and drive sustained trace ingest over HTTP \
+        (model calls with about 2 KiB of content, in batches); in the same run, measure the baseline: the same \
+        rows, already in memory, written by arrow-rs as zstd Parquet files. Then: the session tree of 1,000 \
+        calls over HTTP; usage by model by day over --analytics-calls calls in Parquet files, beside a \
+        hand-written scan of the same files; and audit append latency with the trace store healthy and with \
+        it broken.\n\n\
+        Build with --release for meaningful figures:\n  cargo run --release -p custody-cli -- bench trace")]
+    Trace(crate::bench_trace::TraceBenchArgs),
 }
 
 #[derive(Args)]
@@ -39,17 +48,18 @@ pub struct AuditBenchArgs {
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Audit(args) => audit(args).await,
+        BenchCommand::Trace(args) => crate::bench_trace::trace(args).await,
     }
 }
 
-struct Measured {
-    rate: f64,
-    p50: Duration,
-    p99: Duration,
-    count: usize,
+pub struct Measured {
+    pub rate: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub count: usize,
 }
 
-fn summarize(mut latencies: Vec<Duration>, elapsed: Duration) -> Measured {
+pub fn summarize(mut latencies: Vec<Duration>, elapsed: Duration) -> Measured {
     latencies.sort_unstable();
     let pick = |q: f64| {
         latencies
@@ -78,7 +88,7 @@ fn print_row(clients: usize, m: &Measured, baseline: &Measured) {
     );
 }
 
-fn ms(d: Duration) -> f64 {
+pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -218,7 +228,7 @@ async fn commit_stats(url: &str) -> anyhow::Result<CommitStats> {
 }
 
 /// One client of a load: appends the `n`th event however it reaches the log.
-trait Appender: Send + 'static {
+pub trait Appender: Send + 'static {
     fn append(&mut self, n: u64) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
 }
 
@@ -227,9 +237,9 @@ trait Appender: Send + 'static {
 /// The load generator speaks minimal HTTP/1.1 itself: on two cores a
 /// general-purpose client would take much of the CPU that the server under test
 /// needs, and the figures would measure the client.
-struct HttpAppender {
-    connection: RawConnection,
-    key: String,
+pub struct HttpAppender {
+    pub connection: RawConnection,
+    pub key: String,
 }
 
 impl Appender for HttpAppender {
@@ -272,7 +282,7 @@ async fn drive_direct(
 
 /// Runs every appender in a loop on its own task: half a second of warm-up, then
 /// `duration` of measured appends.
-async fn measure<A: Appender>(appenders: Vec<A>, duration: Duration) -> anyhow::Result<Measured> {
+pub async fn measure<A: Appender>(appenders: Vec<A>, duration: Duration) -> anyhow::Result<Measured> {
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -307,22 +317,31 @@ async fn measure<A: Appender>(appenders: Vec<A>, duration: Duration) -> anyhow::
 }
 
 /// One keep-alive HTTP/1.1 connection that sends requests and reads whole answers.
-struct RawConnection {
+pub struct RawConnection {
     stream: tokio::io::BufStream<tokio::net::TcpStream>,
     buffer: Vec<u8>,
 }
 
 impl RawConnection {
-    async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
+    pub async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(Self { stream: tokio::io::BufStream::new(stream), buffer: Vec::with_capacity(4096) })
     }
 
     /// Sends a POST and returns the answer's status; the answer's body is read and dropped.
-    async fn post(&mut self, path: &str, key: &str, body: &[u8]) -> anyhow::Result<u16> {
+    pub async fn post(&mut self, path: &str, key: &str, body: &[u8]) -> anyhow::Result<u16> {
+        self.request("POST", path, key, body).await
+    }
+
+    /// Sends a GET and returns the answer's status; the answer's body is read and dropped.
+    pub async fn get(&mut self, path: &str, key: &str) -> anyhow::Result<u16> {
+        self.request("GET", path, key, b"").await
+    }
+
+    async fn request(&mut self, method: &str, path: &str, key: &str, body: &[u8]) -> anyhow::Result<u16> {
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );

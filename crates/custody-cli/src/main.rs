@@ -5,6 +5,7 @@
 //! configuration or operational error.
 
 mod bench;
+mod bench_trace;
 mod keys;
 mod traces;
 mod verify;

@@ -104,6 +104,8 @@ pub async fn ingest(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|r| body_error(r, state.config.body_limit))?;
+    // A store that cannot take records refuses before the batch is parsed: nothing would be written.
+    let store = store(&state)?;
     let parsed = parse_batch(&body)?;
     // The key must reach every workspace the valid records name; a batch for a
     // workspace it does not reach is refused whole.
@@ -114,7 +116,6 @@ pub async fn ingest(
     if workspaces.is_empty() {
         state.authorize(&caller, Scope::TraceWrite, caller.workspace(), "trace.append")?;
     }
-    let store = store(&state)?;
     let mut rejected = Vec::new();
     let mut records = Vec::new();
     for (index, item) in parsed.into_iter().enumerate() {
