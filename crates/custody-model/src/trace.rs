@@ -172,7 +172,8 @@ impl TraceRecord {
         Ok(record)
     }
 
-    /// The checks that the type system does not make.
+    /// The checks that the type system does not make, except the size (see
+    /// [`TraceRecord::canonical_checked`]).
     pub fn validate(&self) -> Result<(), ValidationError> {
         if self.kind == RecordKind::ModelCall && self.model.is_none() {
             return Err(ValidationError::new("missing_field", "model", "a `model_call` record needs `model`"));
@@ -235,15 +236,22 @@ impl TraceRecord {
                 "a process cannot be its own parent",
             ));
         }
-        let size = crate::canonical::to_canonical_json(&serde_json::to_value(self).unwrap_or(Value::Null)).len();
-        if size > MAX_RECORD_BYTES {
+        Ok(())
+    }
+
+    /// The record's canonical JSON (RFC 8785): what is stored and hashed. Refused
+    /// when it is over [`MAX_RECORD_BYTES`]. Computed once per record on the
+    /// ingest path, so [`TraceRecord::validate`] does not check the size itself.
+    pub fn canonical_checked(&self) -> Result<Vec<u8>, ValidationError> {
+        let canonical = crate::canonical::to_canonical_json(&serde_json::to_value(self).unwrap_or(Value::Null));
+        if canonical.len() > MAX_RECORD_BYTES {
             return Err(ValidationError::new(
                 "record_too_large",
                 "",
-                format!("the record is {size} bytes in canonical form; the limit is {MAX_RECORD_BYTES}"),
+                format!("the record is {} bytes in canonical form; the limit is {MAX_RECORD_BYTES}", canonical.len()),
             ));
         }
-        Ok(())
+        Ok(canonical)
     }
 
     /// Milliseconds from start to end, when the record has an end.
@@ -317,7 +325,9 @@ mod tests {
         assert_eq!((e.code, e.field.as_str()), ("invalid_value", "classification"), "{e}");
         let e = refused(|v| v["parent_process_id"] = json!("proc-2"));
         assert_eq!((e.code, e.field.as_str()), ("invalid_value", "parent_process_id"), "{e}");
-        let e = refused(|v| v["input"][0]["content"] = json!("x".repeat(MAX_RECORD_BYTES)));
+        let mut huge = example();
+        huge["input"][0]["content"] = json!("x".repeat(MAX_RECORD_BYTES));
+        let e = TraceRecord::from_value(huge).unwrap().canonical_checked().unwrap_err();
         assert_eq!(e.code, "record_too_large");
     }
 

@@ -119,26 +119,27 @@ pub async fn ingest(
     let mut rejected = Vec::new();
     let mut records = Vec::new();
     for (index, item) in parsed.into_iter().enumerate() {
-        match item {
-            Ok(record) => records.push(StoredRecord::prepare(record)),
+        match item.and_then(StoredRecord::prepare_checked) {
+            Ok(prepared) => records.push(prepared),
             Err(e) => rejected.push(json!({"index": index, "error": e.to_string(), "code": e.code})),
         }
     }
     let metrics = &state.metrics;
     metrics.trace_rejected.inc_by(rejected.len() as u64);
-    let ids: Vec<String> = records.iter().map(|r| r.id().to_owned()).collect();
+    let ids: Vec<String> = records.iter().map(|r| r.stored.id().to_owned()).collect();
     let accepted = records.len();
     if accepted > 0 {
         let started = Instant::now();
         let observed: Vec<(RecordKind, Option<String>, u64)> = records
             .iter()
-            .map(|r| {
-                let usage = r.record.usage.unwrap_or_default();
-                (r.record.kind, r.record.provider.clone(), usage.input_tokens + usage.output_tokens)
+            .map(|p| {
+                let r = &p.stored.record;
+                let usage = r.usage.unwrap_or_default();
+                (r.kind, r.provider.clone(), usage.input_tokens + usage.output_tokens)
             })
             .collect();
         let bytes = body.len() as u64;
-        match store.append(records).await {
+        match store.append_prepared(records).await {
             Ok(_new) => {
                 metrics.trace_ingested(&observed, bytes, started.elapsed());
             }

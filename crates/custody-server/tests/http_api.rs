@@ -374,11 +374,11 @@ async fn receipts_proofs_checkpoints_and_searches_work_through_the_client() {
 }
 
 #[tokio::test]
-async fn health_readiness_and_metrics_report_the_audit_store() {
+async fn health_readiness_and_metrics_report_each_store() {
     let t = TestServer::start().await;
     t.client(ADMIN).append(&AuditEvent::from_value(event("acme", 0)).unwrap()).await.unwrap();
     let ready: Value = t.http.get(format!("{}/readyz", t.base)).send().await.unwrap().json().await.unwrap();
-    assert_eq!(ready, json!({"status": "ready", "stores": {"audit": {"status": "ok"}}}));
+    assert_eq!(ready, json!({"status": "ready", "stores": {"audit": {"status": "ok"}, "traces": {"status": "ok"}}}));
     let health = t.http.get(format!("{}/healthz", t.base)).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
     let metrics = t.http.get(format!("{}/metrics", t.base)).send().await.unwrap().text().await.unwrap();

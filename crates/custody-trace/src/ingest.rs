@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 
 use crate::compaction::{self, CompactionReport};
 use crate::parquet_files::{data_files, flush_of, partition, read_ids, to_record_batch, write_file};
-use crate::record::StoredRecord;
+use crate::record::{Prepared, StoredRecord};
 use crate::wal::{Wal, WalError};
 
 /// Told about each flush and compaction (for metrics).
@@ -286,14 +286,13 @@ impl Ingest {
     /// (the rest were replays of recent ids). Refused with `Busy` when the buffer
     /// is full.
     pub async fn append(&self, records: Vec<StoredRecord>) -> Result<usize, IngestError> {
+        self.append_prepared(records.into_iter().map(Prepared::from).collect()).await
+    }
+
+    /// [`Ingest::append`] for records whose canonical bytes are already computed.
+    pub async fn append_prepared(&self, records: Vec<Prepared>) -> Result<usize, IngestError> {
         let Some(jobs) = lock(&self.jobs).clone() else { return Err(IngestError::ShuttingDown) };
-        let records: Vec<(StoredRecord, Vec<u8>)> = records
-            .into_iter()
-            .map(|r| {
-                let canonical = r.canonical();
-                (r, canonical)
-            })
-            .collect();
+        let records: Vec<(StoredRecord, Vec<u8>)> = records.into_iter().map(|p| (p.stored, p.canonical)).collect();
         let bytes: usize = records.iter().map(|(_, c)| c.len()).sum();
         let max = self.shared.options.max_buffer_bytes;
         let reserved = self.shared.reserved.fetch_add(bytes, Ordering::SeqCst);

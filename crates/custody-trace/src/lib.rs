@@ -6,11 +6,12 @@
 //! `custody-audit` — its own threads, files and errors — so a failure of one
 //! witness never blinds the other.
 //!
-//! Built so far: the [`record`] as stored (id, content hash); the [`ingest`]
-//! pipeline — [`wal`] → buffer → [`parquet_files`] in retention-friendly
-//! partitions → [`compaction`]; and the session [`tree`] with its rollups.
-//! Queries (DataFusion), the `TraceStore` trait and the HTTP API follow (see
-//! ARCHITECTURE.md).
+//! The pieces: the [`record`] as stored (id, content hash); the [`store`] trait
+//! the server uses, with the [`conformance`] suite every backend runs; the
+//! embedded backend [`parquet_store`] — the [`ingest`] pipeline ([`wal`] →
+//! buffer → [`parquet_files`] in retention-friendly partitions → [`compaction`])
+//! for writes, DataFusion over the files and the buffer for reads; and the
+//! session [`tree`] with its rollups, computed the same for every backend.
 
 pub mod compaction;
 #[cfg(feature = "conformance")]
@@ -25,7 +26,7 @@ pub mod wal;
 
 pub use ingest::IngestOptions;
 pub use parquet_store::ParquetTraceStore;
-pub use record::StoredRecord;
+pub use record::{Prepared, StoredRecord};
 pub use store::{
     OpenError, RecordCursor, RecordPage, RecordQuery, StoreStats, TraceError, TraceRow, TraceStore, UsageKey,
     UsageQuery, UsageRow, open_trace_store,

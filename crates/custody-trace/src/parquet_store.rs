@@ -28,7 +28,7 @@ use datafusion::prelude::{DataFrame, Expr, ParquetReadOptions, SessionConfig, Se
 
 use crate::ingest::{Ingest, IngestOptions, Recovered};
 use crate::parquet_files::{self, UNCLASSIFIED, records_from_batch, schema, to_record_batch};
-use crate::record::StoredRecord;
+use crate::record::{Prepared, StoredRecord};
 use crate::store::{
     RecordPage, RecordQuery, StoreStats, TraceError, TraceRow, TraceStore, UsageKey, UsageQuery, UsageRow,
 };
@@ -196,8 +196,8 @@ fn status_str(status: RecordStatus) -> &'static str {
 
 #[async_trait]
 impl TraceStore for ParquetTraceStore {
-    async fn append(&self, records: Vec<StoredRecord>) -> Result<usize, TraceError> {
-        Ok(self.ingest.append(records).await?)
+    async fn append_prepared(&self, records: Vec<Prepared>) -> Result<usize, TraceError> {
+        Ok(self.ingest.append_prepared(records).await?)
     }
 
     async fn get(&self, workspace: &WorkspaceName, id: &str) -> Result<Option<TraceRow>, TraceError> {

@@ -5,7 +5,7 @@
 //! content hash is SHA-256 of exactly those bytes, so anyone holding the record
 //! can recompute it.
 
-use custody_model::TraceRecord;
+use custody_model::{TraceRecord, ValidationError};
 use custody_model::canonical::to_canonical_json;
 use sha2::{Digest, Sha256};
 
@@ -27,6 +27,17 @@ impl StoredRecord {
         Self { record, content_hash }
     }
 
+    /// Like [`StoredRecord::prepare`], refusing a record over the size limit, and
+    /// keeping the canonical bytes for the write-ahead log (computed once).
+    pub fn prepare_checked(mut record: TraceRecord) -> Result<Prepared, ValidationError> {
+        if record.id.is_none() {
+            record.id = Some(uuid::Uuid::now_v7().to_string());
+        }
+        let canonical = record.canonical_checked()?;
+        let content_hash = Sha256::digest(&canonical).into();
+        Ok(Prepared { stored: Self { record, content_hash }, canonical })
+    }
+
     pub fn id(&self) -> &str {
         self.record.id.as_deref().unwrap_or_default()
     }
@@ -40,6 +51,20 @@ impl StoredRecord {
     pub fn from_canonical(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         let record: TraceRecord = serde_json::from_slice(bytes)?;
         Ok(Self { content_hash: Sha256::digest(bytes).into(), record })
+    }
+}
+
+/// A record ready for the store: the stored record and its canonical bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub stored: StoredRecord,
+    /// [`StoredRecord::canonical`], already computed.
+    pub canonical: Vec<u8>,
+}
+
+impl From<StoredRecord> for Prepared {
+    fn from(stored: StoredRecord) -> Self {
+        Self { canonical: stored.canonical(), stored }
     }
 }
 
@@ -82,5 +107,7 @@ mod tests {
         let mut changed = stored.record.clone();
         changed.model = Some("gpt-4o-mini".into());
         assert_ne!(StoredRecord::prepare(changed).content_hash, stored.content_hash);
+        let prepared = StoredRecord::prepare_checked(stored.record.clone()).unwrap();
+        assert_eq!((&prepared.stored, &prepared.canonical), (&stored, &bytes), "one canonical form either way");
     }
 }

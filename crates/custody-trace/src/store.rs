@@ -16,7 +16,7 @@ use custody_model::{RecordKind, RecordStatus, Timestamp, TraceRecord, WorkspaceN
 use serde::Serialize;
 
 use crate::ingest::{IngestError, IngestOptions};
-use crate::record::StoredRecord;
+use crate::record::{Prepared, StoredRecord};
 use crate::tree::{CallSummary, SessionTree};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -195,7 +195,7 @@ pub struct StoreStats {
 pub trait TraceStore: Send + Sync + 'static {
     /// Makes the records durable (acknowledged once they are); returns how many
     /// were new — a record whose id the store already holds is not stored again.
-    async fn append(&self, records: Vec<StoredRecord>) -> Result<usize, TraceError>;
+    async fn append_prepared(&self, records: Vec<Prepared>) -> Result<usize, TraceError>;
 
     /// One record of `workspace` by id (without its process path).
     async fn get(&self, workspace: &WorkspaceName, id: &str) -> Result<Option<TraceRow>, TraceError>;
@@ -219,6 +219,11 @@ pub trait TraceStore: Send + Sync + 'static {
 
     /// Stops taking records and leaves everything acknowledged durable.
     async fn close(&self) -> Result<(), TraceError>;
+
+    /// [`TraceStore::append_prepared`] for records whose canonical form is not yet computed.
+    async fn append(&self, records: Vec<StoredRecord>) -> Result<usize, TraceError> {
+        self.append_prepared(records.into_iter().map(Prepared::from).collect()).await
+    }
 
     /// One record with its process path.
     async fn record(&self, workspace: &WorkspaceName, id: &str) -> Result<Option<TraceRow>, TraceError> {
