@@ -52,6 +52,19 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// A temporary directory under `dir` (default: the current directory), and a
+/// warning when this build is not optimized.
+pub fn bench_dir(dir: Option<&std::path::Path>) -> anyhow::Result<tempfile::TempDir> {
+    let base = match dir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::current_dir()?,
+    };
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; figures are meaningful only with --release");
+    }
+    tempfile::Builder::new().prefix("custody-bench-").tempdir_in(&base).context("temporary directory")
+}
+
 pub struct Measured {
     pub rate: f64,
     pub p50: Duration,
@@ -111,15 +124,8 @@ fn event_body(n: u64) -> String {
 }
 
 async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
-    let base = match &args.dir {
-        Some(d) => d.clone(),
-        None => std::env::current_dir()?,
-    };
-    let tmp = tempfile::Builder::new().prefix("custody-bench-").tempdir_in(&base).context("temporary directory")?;
+    let tmp = bench_dir(args.dir.as_deref())?;
     let seconds = Duration::from_secs(args.seconds.max(1));
-    if cfg!(debug_assertions) {
-        eprintln!("warning: this is a debug build; figures are meaningful only with --release");
-    }
     println!("custody bench audit: durable single-event appends over HTTP (data in {})", tmp.path().display());
 
     eprintln!("measuring the baseline for {}s…", seconds.as_secs());

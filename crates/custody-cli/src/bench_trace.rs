@@ -16,7 +16,7 @@ use custody_trace::parquet_files::{partition, to_record_batch, write_file};
 use custody_trace::{IngestOptions, ParquetTraceStore, StoredRecord, TraceStore, UsageKey, UsageQuery};
 use serde_json::{Value, json};
 
-use crate::bench::{Appender, HttpAppender, Measured, RawConnection, measure, ms, summarize};
+use crate::bench::{Appender, HttpAppender, Measured, RawConnection, bench_dir, measure, ms, summarize};
 
 #[derive(Args)]
 pub struct TraceBenchArgs {
@@ -92,15 +92,8 @@ impl Appender for RefusedTraceAppender {
 }
 
 pub async fn trace(args: TraceBenchArgs) -> anyhow::Result<()> {
-    let base = match &args.dir {
-        Some(d) => d.clone(),
-        None => std::env::current_dir()?,
-    };
-    let tmp = tempfile::Builder::new().prefix("custody-bench-").tempdir_in(&base).context("temporary directory")?;
+    let tmp = bench_dir(args.dir.as_deref())?;
     let seconds = Duration::from_secs(args.seconds.max(1));
-    if cfg!(debug_assertions) {
-        eprintln!("warning: this is a debug build; figures are meaningful only with --release");
-    }
     println!("custody bench trace (data in {})", tmp.path().display());
     let batch: Vec<Value> = (0..args.batch.max(1)).map(|n| call("sess-load", n % 40, n)).collect();
     let body = serde_json::to_vec(&json!({ "records": batch }))?;

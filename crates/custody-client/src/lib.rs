@@ -77,13 +77,21 @@ impl AuditQuery {
             ("until", &self.until),
             ("cursor", &self.cursor),
         ];
-        let mut pairs: Vec<(&'static str, String)> =
-            fields.into_iter().filter_map(|(k, v)| v.clone().map(|v| (k, v))).collect();
-        if let Some(limit) = self.limit {
-            pairs.push(("limit", limit.to_string()));
-        }
-        pairs
+        query_pairs(fields, self.limit)
     }
+}
+
+/// The filters that are set, and the page size, as query-string pairs.
+pub(crate) fn query_pairs<const N: usize>(
+    fields: [(&'static str, &Option<String>); N],
+    limit: Option<usize>,
+) -> Vec<(&'static str, String)> {
+    let mut pairs: Vec<(&'static str, String)> =
+        fields.into_iter().filter_map(|(k, v)| v.clone().map(|v| (k, v))).collect();
+    if let Some(limit) = limit {
+        pairs.push(("limit", limit.to_string()));
+    }
+    pairs
 }
 
 /// One page of stored events, as the API shows them.

@@ -61,12 +61,7 @@ impl TraceQuery {
             ("until", &self.until),
             ("cursor", &self.cursor),
         ];
-        let mut pairs: Vec<(&'static str, String)> =
-            fields.into_iter().filter_map(|(k, v)| v.clone().map(|v| (k, v))).collect();
-        if let Some(limit) = self.limit {
-            pairs.push(("limit", limit.to_string()));
-        }
-        pairs
+        crate::query_pairs(fields, self.limit)
     }
 }
 

@@ -279,6 +279,42 @@ pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, ParquetFileError> {
     Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// A batch's columns by name, cast to the type the reader wants (query results
+/// may come as views, dictionaries or other widths).
+pub struct Columns<'a>(pub &'a RecordBatch);
+
+impl Columns<'_> {
+    fn cast(&self, name: &str, to: &DataType) -> Result<ArrayRef, ParquetFileError> {
+        let column =
+            self.0.column_by_name(name).ok_or_else(|| ParquetFileError::Damaged(format!("no column `{name}`")))?;
+        Ok(arrow::compute::cast(column, to)?)
+    }
+
+    pub fn strings(&self, name: &str) -> Result<arrow::array::StringArray, ParquetFileError> {
+        Ok(self.cast(name, &DataType::Utf8)?.as_string::<i32>().clone())
+    }
+
+    pub fn ints(&self, name: &str) -> Result<arrow::array::Int64Array, ParquetFileError> {
+        Ok(self.cast(name, &DataType::Int64)?.as_primitive::<arrow::datatypes::Int64Type>().clone())
+    }
+
+    pub fn floats(&self, name: &str) -> Result<arrow::array::Float64Array, ParquetFileError> {
+        Ok(self.cast(name, &DataType::Float64)?.as_primitive::<arrow::datatypes::Float64Type>().clone())
+    }
+}
+
+/// Row `i` of a nullable text column.
+pub fn text_at(array: &arrow::array::StringArray, i: usize) -> Option<String> {
+    use arrow::array::Array;
+    (!array.is_null(i)).then(|| array.value(i).to_owned())
+}
+
+/// Row `i` of a nullable count column (negative counts read as 0).
+pub fn count_at(array: &arrow::array::Int64Array, i: usize) -> Option<u64> {
+    use arrow::array::Array;
+    (!array.is_null(i)).then(|| u64::try_from(array.value(i)).unwrap_or_default())
+}
+
 /// Reads records back from a batch in [`schema`] order plus a `classification`
 /// column (the partition value), as queries return them. The record is exactly
 /// the one ingested: its canonical form hashes to the stored content hash.
@@ -287,28 +323,15 @@ pub fn records_from_batch(
     workspace: &custody_model::WorkspaceName,
 ) -> Result<Vec<StoredRecord>, ParquetFileError> {
     use arrow::array::{Array, StringArray};
-    use arrow::datatypes::{Int64Type, TimestampNanosecondType};
     use custody_model::{RecordKind, RecordStatus, Timestamp, TraceRecord, trace::Usage};
 
     let damaged = |what: String| ParquetFileError::Damaged(what);
-    let column = |name: &str| batch.column_by_name(name).ok_or_else(|| damaged(format!("no column `{name}`")));
-    let strings = |name: &str| -> Result<StringArray, ParquetFileError> {
-        let cast = arrow::compute::cast(column(name)?, &DataType::Utf8)?;
-        Ok(cast.as_string::<i32>().clone())
-    };
-    let ints = |name: &str| -> Result<arrow::array::Int64Array, ParquetFileError> {
-        Ok(column(name)?
-            .as_primitive_opt::<Int64Type>()
-            .ok_or_else(|| damaged(format!("`{name}` is not Int64")))?
-            .clone())
-    };
-    let times = |name: &str| -> Result<arrow::array::TimestampNanosecondArray, ParquetFileError> {
-        Ok(column(name)?
-            .as_primitive_opt::<TimestampNanosecondType>()
-            .ok_or_else(|| damaged(format!("`{name}` is not a timestamp")))?
-            .clone())
-    };
-    let text = |array: &StringArray, i: usize| (!array.is_null(i)).then(|| array.value(i).to_owned());
+    let columns = Columns(batch);
+    let strings = |name: &str| columns.strings(name);
+    // Timestamps read as their nanoseconds.
+    let ints = |name: &str| columns.ints(name);
+    let times = |name: &str| columns.ints(name);
+    let text = text_at;
     fn parse<T: serde::de::DeserializeOwned + Default>(
         array: &StringArray,
         i: usize,
@@ -340,8 +363,12 @@ pub fn records_from_batch(
     let (input_tokens, output_tokens, cache_tokens, reasoning_tokens, ttft) =
         (input_tokens?, output_tokens?, cache_tokens?, reasoning_tokens?, ttft?);
     let (started, ended) = (times("started_at")?, times("ended_at")?);
-    let actions =
-        column("action_ids")?.as_list_opt::<i32>().ok_or_else(|| damaged("`action_ids` is not a list".into()))?.clone();
+    let actions = batch
+        .column_by_name("action_ids")
+        .ok_or_else(|| damaged("no column `action_ids`".into()))?
+        .as_list_opt::<i32>()
+        .ok_or_else(|| damaged("`action_ids` is not a list".into()))?
+        .clone();
     let unsigned = |n: i64| u64::try_from(n).unwrap_or_default();
     let mut records = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
@@ -376,7 +403,7 @@ pub fn records_from_batch(
             usage,
             started_at: Timestamp::from_unix_nanos(started.value(i)),
             ended_at: (!ended.is_null(i)).then(|| Timestamp::from_unix_nanos(ended.value(i))),
-            time_to_first_token_ms: (!ttft.is_null(i)).then(|| unsigned(ttft.value(i))),
+            time_to_first_token_ms: count_at(&ttft, i),
             status: if status.value(i) == "error" { RecordStatus::Error } else { RecordStatus::Ok },
             error: text(&error, i),
             action_ids,

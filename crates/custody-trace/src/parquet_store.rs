@@ -16,18 +16,20 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use arrow::array::{Array, RecordBatch, StringArray};
+use arrow::datatypes::DataType;
 use async_trait::async_trait;
 use custody_model::{RecordKind, RecordStatus, Timestamp, WorkspaceName};
 use datafusion::common::ScalarValue;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::functions_aggregate::expr_fn::{count, percentile_cont, sum};
+use datafusion::functions_aggregate::expr_fn::{count, max, percentile_cont, sum};
 use datafusion::prelude::{DataFrame, Expr, ParquetReadOptions, SessionConfig, SessionContext, cast, col, lit, when};
 
 use crate::ingest::{Ingest, IngestOptions, Recovered};
-use crate::parquet_files::{self, UNCLASSIFIED, records_from_batch, schema, to_record_batch};
+use crate::parquet_files::{
+    self, Columns, UNCLASSIFIED, count_at, records_from_batch, schema, text_at, to_record_batch,
+};
 use crate::record::{Prepared, StoredRecord};
 use crate::store::{
     RecordPage, RecordQuery, StoreStats, TraceError, TraceRow, TraceStore, UsageKey, UsageQuery, UsageRow,
@@ -304,16 +306,9 @@ impl TraceStore for ParquetTraceStore {
         let mut seen = HashSet::new();
         let mut calls = Vec::new();
         for batch in &batches {
-            let text = |name: &str| -> Result<StringArray, TraceError> {
-                let column = batch.column_by_name(name).ok_or_else(|| query_failed(format!("no `{name}`")))?;
-                let cast = arrow::compute::cast(column, &DataType::Utf8).map_err(query_failed)?;
-                Ok(cast.as_string::<i32>().clone())
-            };
-            let int = |name: &str| -> Result<arrow::array::Int64Array, TraceError> {
-                let column = batch.column_by_name(name).ok_or_else(|| query_failed(format!("no `{name}`")))?;
-                let cast = arrow::compute::cast(column, &DataType::Int64).map_err(query_failed)?;
-                Ok(cast.as_primitive::<Int64Type>().clone())
-            };
+            let columns = Columns(batch);
+            let text = |name: &str| columns.strings(name).map_err(query_failed);
+            let int = |name: &str| columns.ints(name).map_err(query_failed);
             let (id, session, kind, process, parent, agent, model, status) = (
                 text("id")?,
                 text("session_id")?,
@@ -326,10 +321,7 @@ impl TraceStore for ParquetTraceStore {
             );
             let (input, output, latency, started) =
                 (int("input_tokens")?, int("output_tokens")?, int("latency_ms")?, int("started_at")?);
-            let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
-            let num = |a: &arrow::array::Int64Array, i: usize| {
-                (!a.is_null(i)).then(|| u64::try_from(a.value(i)).unwrap_or_default())
-            };
+            let (opt, num) = (text_at, count_at);
             for i in 0..batch.num_rows() {
                 if !seen.insert(id.value(i).to_owned()) {
                     continue;
@@ -405,10 +397,16 @@ impl TraceStore for ParquetTraceStore {
                 if let Some(filter) = &filter {
                     df = df.filter(filter.clone()).map_err(query_failed)?;
                 }
-                // One row per id before counting.
-                let select: Vec<Expr> = needed.iter().map(|c| col(*c)).collect();
+                // One row per id before counting: copies of a record are identical, so
+                // grouping by id (and the group keys) and taking any value of each
+                // figure is exact — and far cheaper than `DISTINCT ON`'s first values.
+                let mut per_id: Vec<Expr> = vec![col("id")];
+                per_id.extend(keys.iter().map(|k| col(*k)));
+                let figures = ["input_tokens", "output_tokens", "cache_read_tokens", "reasoning_tokens", "latency_ms"];
+                let mut values: Vec<Expr> = figures.iter().map(|f| max(col(*f)).alias(*f)).collect();
+                values.push(max(col("status")).alias("status"));
                 let group: Vec<Expr> = keys.iter().map(|k| col(*k)).collect();
-                df.distinct_on(vec![col("id")], select, None)
+                df.aggregate(per_id, values)
                     .and_then(|df| df.aggregate(group, aggregates.clone()))
                     .and_then(|df| df.sort(keys.iter().map(|k| col(*k).sort(true, true)).collect()))
                     .map_err(query_failed)
@@ -416,36 +414,22 @@ impl TraceStore for ParquetTraceStore {
             .await?;
         let mut rows = Vec::new();
         for batch in &batches {
-            let column = |name: &str| batch.column_by_name(name).ok_or_else(|| query_failed(format!("no `{name}`")));
-            let int = |name: &str| -> Result<arrow::array::Int64Array, TraceError> {
-                let cast = arrow::compute::cast(column(name)?, &DataType::Int64).map_err(query_failed)?;
-                Ok(cast.as_primitive::<Int64Type>().clone())
-            };
-            let float = |name: &str| -> Result<arrow::array::Float64Array, TraceError> {
-                let cast = arrow::compute::cast(column(name)?, &DataType::Float64).map_err(query_failed)?;
-                Ok(cast.as_primitive::<Float64Type>().clone())
-            };
-            let groups: Vec<StringArray> = keys
-                .iter()
-                .map(|k| {
-                    arrow::compute::cast(column(k)?, &DataType::Utf8)
-                        .map(|c| c.as_string::<i32>().clone())
-                        .map_err(query_failed)
-                })
-                .collect::<Result<_, _>>()?;
+            let columns = Columns(batch);
+            let int = |name: &str| columns.ints(name).map_err(query_failed);
+            let float = |name: &str| columns.floats(name).map_err(query_failed);
+            let groups: Vec<StringArray> =
+                keys.iter().map(|k| columns.strings(k).map_err(query_failed)).collect::<Result<_, _>>()?;
             let ints =
                 ["calls", "input_tokens", "output_tokens", "cache_read_tokens", "reasoning_tokens", "errors"].map(int);
             let [calls, input, output, cache, reasoning, errors] = ints;
             let (calls, input, output, cache, reasoning, errors) =
                 (calls?, input?, output?, cache?, reasoning?, errors?);
             let (p50, p95, p99) = (float("p50")?, float("p95")?, float("p99")?);
-            let n = |a: &arrow::array::Int64Array, i: usize| {
-                if a.is_null(i) { 0 } else { u64::try_from(a.value(i)).unwrap_or_default() }
-            };
+            let n = |a: &arrow::array::Int64Array, i: usize| count_at(a, i).unwrap_or_default();
             let f = |a: &arrow::array::Float64Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
             for i in 0..batch.num_rows() {
                 rows.push(UsageRow {
-                    group: groups.iter().map(|g| (!g.is_null(i)).then(|| g.value(i).to_owned())).collect(),
+                    group: groups.iter().map(|g| text_at(g, i)).collect(),
                     calls: n(&calls, i),
                     input_tokens: n(&input, i),
                     output_tokens: n(&output, i),

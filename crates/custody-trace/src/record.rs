@@ -5,8 +5,8 @@
 //! content hash is SHA-256 of exactly those bytes, so anyone holding the record
 //! can recompute it.
 
-use custody_model::{TraceRecord, ValidationError};
 use custody_model::canonical::to_canonical_json;
+use custody_model::{TraceRecord, ValidationError};
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, PartialEq)]
