@@ -104,7 +104,9 @@ pub async fn ingest(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|r| body_error(r, state.config.body_limit))?;
-    // A store that cannot take records refuses before the batch is parsed: nothing would be written.
+    // The key's scope first (its workspaces once the records are read); then a
+    // store that cannot take records refuses before the batch is parsed.
+    state.authorize(&caller, Scope::TraceWrite, caller.workspace(), "trace.append")?;
     let store = store(&state)?;
     let parsed = parse_batch(&body)?;
     // The key must reach every workspace the valid records name; a batch for a
@@ -112,9 +114,6 @@ pub async fn ingest(
     let workspaces: BTreeSet<&str> = parsed.iter().flatten().map(|r| r.workspace.as_str()).collect();
     for workspace in &workspaces {
         state.authorize(&caller, Scope::TraceWrite, Some(workspace), "trace.append")?;
-    }
-    if workspaces.is_empty() {
-        state.authorize(&caller, Scope::TraceWrite, caller.workspace(), "trace.append")?;
     }
     let mut rejected = Vec::new();
     let mut records = Vec::new();

@@ -453,9 +453,8 @@ impl TraceStore for ParquetTraceStore {
     }
 
     fn stats(&self) -> StoreStats {
-        let (wal_files, wal_bytes) = disk_usage(&self.root.join("wal"), "wal");
+        let (_, wal_bytes) = disk_usage(&self.root.join("wal"), "wal");
         let (data_files, data_bytes) = disk_usage(self.ingest.data_dir(), "parquet");
-        let _ = wal_files;
         StoreStats { buffered_bytes: self.ingest.pending_bytes() as u64, wal_bytes, data_files, data_bytes }
     }
 

@@ -1,6 +1,6 @@
 //! The [`TraceStore`] trait: what the server needs of a trace backend, and the
 //! queries it answers. Backends are chosen by URI ([`open_trace_store`]); each
-//! runs [`crate::conformance`] with one line.
+//! runs the `conformance` suite with one line.
 //!
 //! A backend stores and fetches rows; what is derived from them — the session
 //! tree with its rollups, each record's process path — is computed here, the
