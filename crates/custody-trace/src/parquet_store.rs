@@ -241,7 +241,19 @@ impl TraceStore for ParquetTraceStore {
             );
         }
         let filter = all(filters);
-        let keep = |r: &StoredRecord| query.session_id.as_ref().is_none_or(|s| *s == r.record.session_id);
+        // Only the buffered records the query can return are copied out of the buffer.
+        let keep = |stored: &StoredRecord| {
+            let r = &stored.record;
+            let is = |wanted: &Option<String>, value: Option<&String>| wanted.is_none() || wanted.as_ref() == value;
+            is(&query.session_id, Some(&r.session_id))
+                && is(&query.process_id, Some(&r.process_id))
+                && is(&query.agent_name, r.agent_name.as_ref())
+                && is(&query.model, r.model.as_ref())
+                && query.kind.is_none_or(|k| k == r.kind)
+                && query.status.is_none_or(|s| s == r.status)
+                && query.since.is_none_or(|t| r.started_at >= t)
+                && query.until.is_none_or(|t| r.started_at < t)
+        };
         // Copies of one record sort next to each other; fetch more when they cost page slots.
         let mut fetch = query.limit + 1;
         loop {
@@ -392,7 +404,13 @@ impl TraceStore for ParquetTraceStore {
         needed.extend(keys.iter().filter(|k| !["kind", "day"].contains(k)));
         let batches = self
             .collect(|| async {
-                let keep = |r: &StoredRecord| query.session_id.as_ref().is_none_or(|s| *s == r.record.session_id);
+                let keep = |stored: &StoredRecord| {
+                    let r = &stored.record;
+                    r.kind != RecordKind::Agent
+                        && query.session_id.as_ref().is_none_or(|s| *s == r.session_id)
+                        && query.since.is_none_or(|t| r.started_at >= t)
+                        && query.until.is_none_or(|t| r.started_at < t)
+                };
                 let mut df = self.table(workspace, keep).await?.select_columns(&needed).map_err(query_failed)?;
                 if let Some(filter) = &filter {
                     df = df.filter(filter.clone()).map_err(query_failed)?;
