@@ -23,7 +23,8 @@
 //! 429 with `Retry-After`). Replays of recently seen record ids (a client
 //! retrying a batch) are acknowledged without being stored again: the last
 //! `recent_ids` ids, taken on start from the newest files and the log. A replay
-//! older than that is stored again; compaction will keep one row per id.
+//! older than that is stored again: reads keep one row per id, and a compaction
+//! that merges the files holding both copies keeps one.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
