@@ -316,7 +316,7 @@ impl Client {
         Ok(self.json::<Revoked>(self.request(Method::DELETE, &format!("/api/v1/keys/{id}"))).await?.info)
     }
 
-    /// `GET /readyz`: whether every store is ready.
+    /// `GET /readyz`: whether at least one store can take writes (see `ready` / `degraded` in the body).
     pub async fn ready(&self) -> Result<bool, ClientError> {
         let response = self.http.get(format!("{}/readyz", self.base)).send().await?;
         Ok(response.status() == StatusCode::OK)

@@ -350,8 +350,18 @@ async fn with_the_trace_store_on_a_full_disk_audit_appends_go_on() {
     assert_eq!((status, error_code(&body)), (StatusCode::SERVICE_UNAVAILABLE, "unavailable"), "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("audit log is not affected"), "{body}");
     let ready = t.readyz().await;
+    assert_eq!(ready["status"], "degraded", "{ready}");
     assert_eq!(ready["stores"]["traces"]["status"], "unavailable", "{ready}");
     assert_eq!(ready["stores"]["audit"]["status"], "ok", "{ready}");
+    // Per-store probes: a load balancer keeps routing audit traffic here.
+    let probe = |store: &'static str| {
+        let url = format!("{}/readyz?store={store}", t.base);
+        let http = t.http.clone();
+        async move { http.get(url).send().await.unwrap().status() }
+    };
+    assert_eq!(probe("audit").await, StatusCode::OK);
+    assert_eq!(probe("traces").await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(t.http.get(format!("{}/readyz", t.base)).send().await.unwrap().status(), StatusCode::OK);
     for n in 0..50 {
         let (status, body) = t.audit(ADMIN, n).await;
         assert_eq!(status, StatusCode::CREATED, "audit append {n} with the trace store full: {body}");
@@ -402,6 +412,10 @@ async fn with_the_audit_store_locked_trace_ingest_goes_on() {
     let (status, page) = t.get(ADMIN, "/api/v1/traces/records?workspace=acme").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["records"].as_array().unwrap().len(), 5);
+    let probe = t.http.get(format!("{}/readyz?store=traces", t.base)).send().await.unwrap();
+    assert_eq!(probe.status(), StatusCode::OK, "the trace store is ready while the audit store is locked");
+    let bogus = t.http.get(format!("{}/readyz?store=cache", t.base)).send().await.unwrap();
+    assert_eq!(bogus.status(), StatusCode::BAD_REQUEST);
     lock.execute_batch("ROLLBACK").unwrap();
     let (status, _) = t.audit(ADMIN, 2).await;
     assert_eq!(status, StatusCode::CREATED);
