@@ -27,6 +27,56 @@ pub enum Format {
     Json,
 }
 
+#[derive(Args)]
+pub struct QueryFilters {
+    #[arg(long)]
+    session_id: Option<String>,
+    #[arg(long)]
+    process_id: Option<String>,
+    #[arg(long)]
+    agent_name: Option<String>,
+    #[arg(long)]
+    model: Option<String>,
+    /// model_call, tool_call, retrieval or agent
+    #[arg(long)]
+    kind: Option<String>,
+    /// ok or error
+    #[arg(long)]
+    status: Option<String>,
+    /// RFC 3339 time, inclusive
+    #[arg(long)]
+    since: Option<String>,
+    /// RFC 3339 time, exclusive
+    #[arg(long)]
+    until: Option<String>,
+    /// Records per page (1 to 1000)
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Continue after a previous page (its `next_cursor`)
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+impl QueryFilters {
+    fn into_query(self, workspace: Option<String>) -> TraceQuery {
+        let QueryFilters { session_id, process_id, agent_name, model, kind, status, since, until, limit, cursor } =
+            self;
+        TraceQuery {
+            workspace,
+            session_id,
+            process_id,
+            agent_name,
+            model,
+            kind,
+            status,
+            since,
+            until,
+            limit: Some(limit),
+            cursor,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub enum TracesCommand {
     /// Search trace records (model calls, tool calls, retrievals, agents)
@@ -37,32 +87,8 @@ pub enum TracesCommand {
     Query {
         #[command(flatten)]
         read: ReadArgs,
-        #[arg(long)]
-        session_id: Option<String>,
-        #[arg(long)]
-        process_id: Option<String>,
-        #[arg(long)]
-        agent_name: Option<String>,
-        #[arg(long)]
-        model: Option<String>,
-        /// model_call, tool_call, retrieval or agent
-        #[arg(long)]
-        kind: Option<String>,
-        /// ok or error
-        #[arg(long)]
-        status: Option<String>,
-        /// RFC 3339 time, inclusive
-        #[arg(long)]
-        since: Option<String>,
-        /// RFC 3339 time, exclusive
-        #[arg(long)]
-        until: Option<String>,
-        /// Records per page (1 to 1000)
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        /// Continue after a previous page (its `next_cursor`)
-        #[arg(long)]
-        cursor: Option<String>,
+        #[command(flatten)]
+        filters: QueryFilters,
     },
     /// Show a session's processes (agents and sub-agents) as a tree with rollups
     #[command(long_about = "Show a session's processes as a tree: for each process its own calls, tokens, \
@@ -95,33 +121,9 @@ pub enum TracesCommand {
 
 pub async fn run(command: TracesCommand) -> anyhow::Result<()> {
     match command {
-        TracesCommand::Query {
-            read,
-            session_id,
-            process_id,
-            agent_name,
-            model,
-            kind,
-            status,
-            since,
-            until,
-            limit,
-            cursor,
-        } => {
+        TracesCommand::Query { read, filters } => {
             let client = Client::new(&read.server, &read.key)?;
-            let query = TraceQuery {
-                workspace: read.workspace.clone(),
-                session_id,
-                process_id,
-                agent_name,
-                model,
-                kind,
-                status,
-                since,
-                until,
-                limit: Some(limit),
-                cursor,
-            };
+            let query = filters.into_query(read.workspace.clone());
             let (records, next) = client.trace_records(&query).await?;
             if read.format == Format::Json {
                 println!(

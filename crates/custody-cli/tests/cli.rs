@@ -7,7 +7,7 @@ fn help_explains_every_command() {
     let out = common::run(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
-    for word in ["serve", "verify", "keys", "bench", "Exit codes"] {
+    for word in ["serve", "verify", "keys", "traces", "bench", "Exit codes"] {
         assert!(help.contains(word), "`custody --help` should mention {word}:\n{help}");
     }
     for (args, word) in [
@@ -18,6 +18,11 @@ fn help_explains_every_command() {
         (vec!["keys", "list", "--help"], "--workspace"),
         (vec!["keys", "revoke", "--help"], "<ID>"),
         (vec!["bench", "audit", "--help"], "--release"),
+        (vec!["bench", "trace", "--help"], "--analytics-calls"),
+        (vec!["traces", "query", "--help"], "--session-id"),
+        (vec!["traces", "tree", "--help"], "<SESSION_ID>"),
+        (vec!["traces", "usage", "--help"], "agent_name"),
+        (vec!["serve", "--help"], "--trace-store"),
     ] {
         let out = common::run(&args);
         assert_eq!(out.status.code(), Some(0), "{args:?}");

@@ -81,25 +81,32 @@ pub fn sample_record(ws: &WorkspaceName, n: u64) -> TraceRecord {
     .unwrap_or_else(|e| panic!("sample record {n}: {e}"))
 }
 
-async fn open<S, F, Fut>(dir: &std::path::Path, open: &F) -> Arc<S>
+/// How a backend's test opens its store over a directory: any
+/// `Fn(PathBuf) -> impl Future<Output = Arc<impl TraceStore>>`.
+pub trait Opener: Fn(PathBuf) -> Self::Opening {
+    type Opening: std::future::Future<Output = Arc<Self::Store>>;
+    type Store: TraceStore + ?Sized;
+}
+
+impl<F, Fut, S> Opener for F
 where
-    S: TraceStore + ?Sized,
     F: Fn(PathBuf) -> Fut,
     Fut: std::future::Future<Output = Arc<S>>,
+    S: TraceStore + ?Sized,
 {
-    open(dir.to_path_buf()).await
+    type Opening = Fut;
+    type Store = S;
+}
+
+async fn open<O: Opener>(dir: &std::path::Path, opener: &O) -> Arc<O::Store> {
+    opener(dir.to_path_buf()).await
 }
 
 fn query(ws: &WorkspaceName, limit: usize) -> RecordQuery {
     RecordQuery { workspace: Some(ws.clone()), limit, ..RecordQuery::default() }
 }
 
-pub async fn records_read_back_exactly_as_sent<S, F, Fut>(dir: PathBuf, opener: F)
-where
-    S: TraceStore + ?Sized,
-    F: Fn(PathBuf) -> Fut,
-    Fut: std::future::Future<Output = Arc<S>>,
-{
+pub async fn records_read_back_exactly_as_sent(dir: PathBuf, opener: impl Opener) {
     let store = open(&dir, &opener).await;
     let ws = unique_workspace("exact");
     let sent: Vec<StoredRecord> = (0..4).map(|n| StoredRecord::prepare(sample_record(&ws, n))).collect();
@@ -126,12 +133,7 @@ where
     store.close().await.expect("close");
 }
 
-pub async fn replayed_batches_are_stored_once<S, F, Fut>(dir: PathBuf, opener: F)
-where
-    S: TraceStore + ?Sized,
-    F: Fn(PathBuf) -> Fut,
-    Fut: std::future::Future<Output = Arc<S>>,
-{
+pub async fn replayed_batches_are_stored_once(dir: PathBuf, opener: impl Opener) {
     let store = open(&dir, &opener).await;
     let ws = unique_workspace("replay");
     let batch: Vec<StoredRecord> = (0..20).map(|n| StoredRecord::prepare(sample_record(&ws, n))).collect();
@@ -145,12 +147,7 @@ where
     store.close().await.expect("close");
 }
 
-pub async fn searches_filter_and_page<S, F, Fut>(dir: PathBuf, opener: F)
-where
-    S: TraceStore + ?Sized,
-    F: Fn(PathBuf) -> Fut,
-    Fut: std::future::Future<Output = Arc<S>>,
-{
+pub async fn searches_filter_and_page(dir: PathBuf, opener: impl Opener) {
     let store = open(&dir, &opener).await;
     let ws = unique_workspace("search");
     let records: Vec<StoredRecord> = (0..60).map(|n| StoredRecord::prepare(sample_record(&ws, n))).collect();
@@ -241,12 +238,7 @@ pub fn swarm(ws: &WorkspaceName, session: &str) -> Vec<TraceRecord> {
     records
 }
 
-pub async fn the_swarm_tree_and_usage_add_up<S, F, Fut>(dir: PathBuf, opener: F)
-where
-    S: TraceStore + ?Sized,
-    F: Fn(PathBuf) -> Fut,
-    Fut: std::future::Future<Output = Arc<S>>,
-{
+pub async fn the_swarm_tree_and_usage_add_up(dir: PathBuf, opener: impl Opener) {
     let store = open(&dir, &opener).await;
     let ws = unique_workspace("swarm");
     let mut records: Vec<StoredRecord> = swarm(&ws, "sess-swarm").into_iter().map(StoredRecord::prepare).collect();
@@ -310,12 +302,7 @@ where
     store.close().await.expect("close");
 }
 
-pub async fn workspaces_do_not_see_each_other<S, F, Fut>(dir: PathBuf, opener: F)
-where
-    S: TraceStore + ?Sized,
-    F: Fn(PathBuf) -> Fut,
-    Fut: std::future::Future<Output = Arc<S>>,
-{
+pub async fn workspaces_do_not_see_each_other(dir: PathBuf, opener: impl Opener) {
     let store = open(&dir, &opener).await;
     let (a, b) = (unique_workspace("iso-a"), unique_workspace("iso-b"));
     let ra = StoredRecord::prepare(sample_record(&a, 1));
@@ -328,12 +315,7 @@ where
     store.close().await.expect("close");
 }
 
-pub async fn acknowledged_records_survive_a_reopen<S, F, Fut>(dir: PathBuf, opener: F)
-where
-    S: TraceStore + ?Sized,
-    F: Fn(PathBuf) -> Fut,
-    Fut: std::future::Future<Output = Arc<S>>,
-{
+pub async fn acknowledged_records_survive_a_reopen(dir: PathBuf, opener: impl Opener) {
     let ws = unique_workspace("reopen");
     let records: Vec<StoredRecord> = (0..30).map(|n| StoredRecord::prepare(sample_record(&ws, n))).collect();
     {
