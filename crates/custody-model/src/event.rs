@@ -273,7 +273,8 @@ impl AuditEvent {
     }
 }
 
-pub(crate) fn check_id(field: &str, value: &str, max_len: usize) -> Result<(), ValidationError> {
+/// An identifier-like field: not empty, at most `max_len` bytes, no control characters.
+pub fn check_id(field: &str, value: &str, max_len: usize) -> Result<(), ValidationError> {
     if value.is_empty() {
         return Err(ValidationError::new("invalid_value", field, "must not be empty"));
     }

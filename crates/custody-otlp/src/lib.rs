@@ -1,0 +1,19 @@
+//! OpenTelemetry in and out of the trace store.
+//!
+//! - [`decode`]: OTLP `ExportTraceServiceRequest`s from protobuf or OTLP/JSON
+//!   bodies (gzip bounded), with the official protocol types of
+//!   `opentelemetry-proto`.
+//! - [`mapping`]: a span → its links in the trace and, for spans of the GenAI
+//!   semantic conventions or OpenInference, the trace record it becomes.
+//! - [`assembly`]: the window where spans wait, durably, for their ancestors,
+//!   so that swarm attribution (session, process, parent process) is the same
+//!   whatever order the spans arrive in.
+
+pub mod assembly;
+pub mod attributes;
+pub mod decode;
+pub mod mapping;
+
+pub use assembly::{Assembler, AssemblyError, AssemblyOptions, AssemblyStats};
+pub use decode::{DecodeError, Encoding, Mapped, RejectedSpan, decode, gunzip, map_request};
+pub use mapping::{SpanEntry, map_span, record_id};
