@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use custody_server::{DEFAULT_BODY_LIMIT, DEFAULT_LOG_NAME, ServerConfig};
+use custody_server::{DEFAULT_BODY_LIMIT, DEFAULT_LOG_NAME, DEFAULT_OTLP_GRPC_LISTEN, ServerConfig};
 
 // The server allocates on request threads and frees on the writer thread; glibc's
 // allocator serialises that on arena locks (visible in profiles under load).
@@ -44,12 +44,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (audit API, trace API, keys, /healthz, /readyz, /metrics)
+    /// Run the server (audit API, trace API, OTLP receivers, keys, /healthz, /readyz, /metrics)
     #[command(long_about = "Run the server on embedded stores.\n\n\
         On first start it creates DATA_DIR with the SQLite audit log (audit.db), the API keys (keys.db), \
-        the trace store (traces/: write-ahead log and Parquet files) \
+        the trace store (traces/: write-ahead log and Parquet files), the OTLP assembly window (otlp/) \
         and the checkpoint signing key (signing.key, mode 0600), and prints a bootstrap admin key once. \
         Set CUSTODY_BOOTSTRAP_KEY to choose that key yourself (for automation).\n\n\
+        OpenTelemetry exporters send spans to http://LISTEN/v1/traces (OTLP/HTTP, protobuf or JSON) or to \
+        --otlp-grpc-listen (OTLP/gRPC) with the header `authorization=Bearer <key>` of a trace:write key; \
+        a key valid in every workspace needs the resource attribute custody.workspace.\n\n\
         Example:\n  custody serve --data-dir /var/lib/custody --listen 0.0.0.0:7300")]
     Serve(ServeArgs),
     /// Verify every workspace log of a store offline (exit 1 on tampering)
@@ -99,6 +102,23 @@ struct ServeArgs {
     /// Trace bytes acknowledged but not yet written to Parquet before ingest answers 429
     #[arg(long, env = "CUSTODY_TRACE_BUFFER_BYTES", default_value_t = 256 * 1024 * 1024)]
     trace_buffer_bytes: usize,
+    /// Where OTLP/gRPC (TraceService/Export) listens, or `off`; OTLP/HTTP is always at /v1/traces on --listen
+    #[arg(long, env = "CUSTODY_OTLP_GRPC_LISTEN", value_name = "ADDR|off", default_value = DEFAULT_OTLP_GRPC_LISTEN,
+          value_parser = parse_listen_or_off)]
+    otlp_grpc_listen: ListenOrOff,
+    /// The longest an OTLP span waits for its ancestors before it is attributed with what is known, in seconds
+    #[arg(long, env = "CUSTODY_OTLP_WINDOW_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    otlp_window_secs: u64,
+}
+
+#[derive(Clone, Copy)]
+struct ListenOrOff(Option<SocketAddr>);
+
+fn parse_listen_or_off(s: &str) -> Result<ListenOrOff, String> {
+    if s == "off" {
+        return Ok(ListenOrOff(None));
+    }
+    s.parse().map(|a| ListenOrOff(Some(a))).map_err(|e| format!("{e}: give an address like 127.0.0.1:4317, or `off`"))
 }
 
 fn main() -> ExitCode {
@@ -142,6 +162,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.busy_timeout = Duration::from_millis(args.busy_timeout_ms);
     config.trace_store = args.trace_store;
     config.trace_buffer_bytes = args.trace_buffer_bytes;
+    config.otlp_grpc_listen = args.otlp_grpc_listen.0;
+    config.otlp_window = Duration::from_secs(args.otlp_window_secs);
     config.bootstrap_key = std::env::var("CUSTODY_BOOTSTRAP_KEY").ok().filter(|k| !k.is_empty());
     let data_dir = config.data_dir.clone();
     let server = custody_server::start(config).await?;
@@ -151,6 +173,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
              It is shown only this once; store it now:\n\n    {key}\n\n\
              Use it as `Authorization: Bearer <key>`, or export CUSTODY_KEY=<key> for `custody keys`.\n"
         );
+    }
+    if let Some(addr) = server.otlp_grpc_addr {
+        println!("OTLP/gRPC receiver on {addr}");
     }
     println!("custody serving on http://{} (data in {})", server.local_addr, data_dir.display());
     println!("checkpoint verifier key: {}", server.verifier_key);

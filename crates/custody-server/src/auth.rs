@@ -33,24 +33,31 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        state.authenticate(parts.headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()))
+    }
+}
+
+impl AppState {
+    /// The key an `Authorization` header (HTTP) or `authorization` metadata
+    /// entry (gRPC) carries: 401 when it is missing, unknown or revoked.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, ApiError> {
         let unauthenticated = |code, message: &str| ApiError::Unauthenticated { code, message: message.to_owned() };
-        let header = parts.headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
-        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty())
-        else {
-            state.metrics.auth_refusals.get_or_create(&ReasonLabels { reason: "missing_key" }).inc();
+        let token = authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty());
+        let Some(token) = token else {
+            self.metrics.auth_refusals.get_or_create(&ReasonLabels { reason: "missing_key" }).inc();
             return Err(unauthenticated(
                 "missing_key",
                 "this endpoint needs an API key: send `Authorization: Bearer <key>` (create keys with `custody keys create`)",
             ));
         };
-        let record = state.keys.get(token_id(token)).filter(|r| r.matches(token));
+        let record = self.keys.get(token_id(token)).filter(|r| r.matches(token));
         let Some(record) = record else {
-            state.metrics.auth_refusals.get_or_create(&ReasonLabels { reason: "unknown_key" }).inc();
+            self.metrics.auth_refusals.get_or_create(&ReasonLabels { reason: "unknown_key" }).inc();
             return Err(unauthenticated("unknown_key", "the API key is not known to this server: check it for typos"));
         };
         if record.info.revoked_at.is_some() {
             let workspace = record.info.workspace.clone().unwrap_or_default();
-            state.refuse(&record, "revoked", "api.request", &workspace, "the key is revoked");
+            self.refuse(&record, "revoked", "api.request", &workspace, "the key is revoked");
             return Err(unauthenticated("revoked_key", "the API key was revoked: ask an admin for a new one"));
         }
         Ok(Caller(record))

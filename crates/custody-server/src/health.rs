@@ -56,6 +56,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(traces) = &state.traces {
         state.metrics.trace_stats(&traces.stats());
     }
+    crate::otlp_api::observe(&state);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
         .into_response()
 }

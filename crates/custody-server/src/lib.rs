@@ -12,6 +12,7 @@ mod error;
 mod health;
 mod keys_api;
 mod metrics;
+mod otlp_api;
 mod params;
 mod trace_api;
 
@@ -26,6 +27,7 @@ use axum::routing::{delete, get, post};
 use custody_audit::keys::{KeyRecord, KeyStore, SqliteKeyStore, generate_token, hash_token, token_id};
 use custody_audit::{AuditLog, OpenOptions, open_audit_log, signing_key};
 use custody_model::{ApiKeyInfo, Scope, Timestamp};
+use custody_otlp::{Assembler, AssemblyOptions};
 use custody_trace::{IngestOptions, TraceStore, open_trace_store};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -56,6 +58,12 @@ pub struct ServerConfig {
     pub trace_store: Option<String>,
     /// Trace bytes accepted but not yet in Parquet files before ingest answers 429.
     pub trace_buffer_bytes: usize,
+    /// Where OTLP/gRPC is served; `None` for no gRPC receiver (OTLP/HTTP is
+    /// always at `/v1/traces` on `listen`).
+    pub otlp_grpc_listen: Option<SocketAddr>,
+    /// The longest an OTLP span waits for its ancestors before it is attributed
+    /// with what is known.
+    pub otlp_window: Duration,
 }
 
 impl ServerConfig {
@@ -71,6 +79,8 @@ impl ServerConfig {
             busy_timeout: Duration::from_secs(2),
             trace_store: None,
             trace_buffer_bytes: IngestOptions::default().max_buffer_bytes,
+            otlp_grpc_listen: None,
+            otlp_window: AssemblyOptions::default().window,
         }
     }
 
@@ -88,6 +98,8 @@ impl ServerConfig {
 }
 
 pub const DEFAULT_LOG_NAME: &str = "custody.local/audit";
+/// The OTLP/gRPC port exporters use by default.
+pub const DEFAULT_OTLP_GRPC_LISTEN: &str = "127.0.0.1:4317";
 pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 /// Shared by every request.
@@ -95,6 +107,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
 pub struct AppState {
     audit: Arc<dyn AuditLog>,
     traces: trace_api::TraceSlot,
+    otlp: otlp_api::OtlpSlot,
     keys: Arc<dyn KeyStore>,
     metrics: Arc<Metrics>,
     refusals: Arc<auth::RefusalWindows>,
@@ -125,9 +138,13 @@ pub struct RunningServer {
     pub verifier_key: String,
     /// Why the trace store could not be opened, if it could not (the server runs without it).
     pub trace_store_error: Option<String>,
+    /// Where OTLP/gRPC is served, when it is.
+    pub otlp_grpc_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    grpc: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
     traces: Option<Arc<dyn TraceStore>>,
+    otlp: Option<Arc<Assembler>>,
 }
 
 impl RunningServer {
@@ -141,8 +158,18 @@ impl RunningServer {
         served
     }
 
-    /// Writes what the trace store buffers out to its files.
+    /// Stops the gRPC receiver, hands the attributed OTLP spans to the trace
+    /// store, and writes what the trace store buffers out to its files.
     async fn close_traces(&mut self) {
+        if let Some((stop, task)) = self.grpc.take() {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        if let Some(otlp) = self.otlp.take()
+            && let Err(error) = otlp.close().await
+        {
+            tracing::error!(error = %error, "closing the OTLP window; its log keeps every accepted span");
+        }
         if let Some(traces) = self.traces.take()
             && let Err(error) = traces.close().await
         {
@@ -188,9 +215,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let verifier_key = audit.verifier().to_key_string();
     let traces = open_traces(&config, &metrics).await;
     let trace_store_error = traces.as_ref().err().cloned();
+    let otlp = open_otlp(&config, &traces).await;
     let state = AppState {
         audit,
         traces: traces.clone(),
+        otlp: otlp.clone(),
         keys,
         metrics,
         refusals: Arc::new(auth::RefusalWindows::default()),
@@ -203,6 +232,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         .map_err(|e| StartError::Listen { addr: config.listen, reason: e.to_string() })?;
     let local_addr =
         listener.local_addr().map_err(|e| StartError::Listen { addr: config.listen, reason: e.to_string() })?;
+    let grpc = match config.otlp_grpc_listen {
+        Some(addr) => Some(serve_grpc(addr, state.clone()).await?),
+        None => None,
+    };
+    let otlp_grpc_addr = grpc.as_ref().map(|g| g.0);
     tokio::spawn(flush_refusals_periodically(state.clone()));
     let app = router(state);
     let (tx, rx) = oneshot::channel::<()>();
@@ -219,10 +253,56 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         generated_bootstrap_key,
         verifier_key,
         trace_store_error,
+        otlp_grpc_addr,
         shutdown: Some(tx),
         task,
+        grpc: grpc.map(|(_, stop, task)| (stop, task)),
         traces: traces.ok(),
+        otlp: otlp.ok(),
     })
+}
+
+/// Opens the OTLP assembly window in `<data-dir>/otlp` (replaying its log), in
+/// front of the trace store; without a trace store there is no window.
+async fn open_otlp(config: &ServerConfig, traces: &trace_api::TraceSlot) -> otlp_api::OtlpSlot {
+    let store = traces.clone().map_err(|reason| format!("the trace store is unavailable: {reason}"))?;
+    let dir = config.data_dir.join("otlp");
+    let options = AssemblyOptions { window: config.otlp_window, ..AssemblyOptions::default() };
+    let opened = tokio::task::spawn_blocking(move || Assembler::open(&dir, options, store)).await;
+    match opened {
+        Ok(Ok(window)) => Ok(window),
+        Ok(Err(error)) => {
+            tracing::error!(error = %error, "the OTLP receiver is unavailable");
+            Err(error.to_string())
+        }
+        Err(error) => Err(format!("opening the OTLP window stopped: {error}")),
+    }
+}
+
+/// Binds the OTLP/gRPC listener and serves `TraceService` on it until told to stop.
+async fn serve_grpc(
+    addr: SocketAddr,
+    state: AppState,
+) -> Result<(SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>), StartError> {
+    let listen_error = |e: std::io::Error| StartError::Listen { addr, reason: e.to_string() };
+    let listener = TcpListener::bind(addr).await.map_err(listen_error)?;
+    let local = listener.local_addr().map_err(listen_error)?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let service = otlp_api::GrpcTraceService::server(state);
+    let task = tokio::spawn(async move {
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let served = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = rx.await;
+            })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(error = %error, "the OTLP/gRPC receiver stopped");
+        }
+    });
+    tracing::info!(addr = %local, "OTLP/gRPC is serving");
+    Ok((local, tx, task))
 }
 
 /// Opens the trace store (replaying its log) off the async threads. A failure
@@ -308,6 +388,7 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/traces/records/{id}", get(trace_api::record))
         .route("/api/v1/traces/sessions/{session_id}/tree", get(trace_api::session_tree))
         .route("/api/v1/traces/usage", get(trace_api::usage))
+        .route("/v1/traces", post(otlp_api::http_export))
         .route("/api/v1/keys", post(keys_api::create).get(keys_api::list))
         .route("/api/v1/keys/{id}", delete(keys_api::revoke))
         .route("/healthz", get(health::healthz))

@@ -57,6 +57,16 @@ pub struct Metrics {
     pub commit_group_events: Histogram,
     pub commit_duration: Histogram,
     pub auth_refusals: Family<ReasonLabels, Counter>,
+    pub otlp_spans_accepted: Counter,
+    pub otlp_spans_rejected: Counter,
+    pub otlp_resolved: Family<HowLabels, Counter>,
+    pub otlp_pending_spans: Gauge,
+    pub otlp_pending_bytes: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HowLabels {
+    pub how: &'static str,
 }
 
 impl Metrics {
@@ -164,8 +174,43 @@ impl Metrics {
             "Time to merge a round of small Parquet files",
             trace_compaction_duration.clone(),
         );
+        let otlp_spans_accepted = Counter::default();
+        let otlp_spans_rejected = Counter::default();
+        let otlp_resolved = Family::<HowLabels, Counter>::default();
+        let otlp_pending_spans = Gauge::default();
+        let otlp_pending_bytes = Gauge::default();
+        registry.register(
+            "custody_otlp_spans_accepted",
+            "OTLP spans made durable in the assembly window (over HTTP and gRPC)",
+            otlp_spans_accepted.clone(),
+        );
+        registry.register(
+            "custody_otlp_spans_rejected",
+            "OTLP spans refused for failing validation (reported as partial success)",
+            otlp_spans_rejected.clone(),
+        );
+        registry.register(
+            "custody_otlp_resolved_spans",
+            "OTLP spans attributed to their session and process, by how (complete: every ancestor arrived; timeout: the window ended; pressure: the window was full)",
+            otlp_resolved.clone(),
+        );
+        registry.register(
+            "custody_otlp_pending_spans",
+            "OTLP spans waiting in the assembly window for their ancestors",
+            otlp_pending_spans.clone(),
+        );
+        registry.register(
+            "custody_otlp_pending_bytes",
+            "Bytes of the OTLP spans waiting in the assembly window",
+            otlp_pending_bytes.clone(),
+        );
         Arc::new(Self {
             registry,
+            otlp_spans_accepted,
+            otlp_spans_rejected,
+            otlp_resolved,
+            otlp_pending_spans,
+            otlp_pending_bytes,
             trace_records,
             trace_bytes,
             trace_rejected,
@@ -232,6 +277,17 @@ impl Metrics {
         self.trace_wal_bytes.set(gauge(stats.wal_bytes));
         self.trace_files.set(gauge(stats.data_files));
         self.trace_file_bytes.set(gauge(stats.data_bytes));
+    }
+
+    /// Takes the assembly window's figures: what waits now, and the running
+    /// totals of resolved spans (counted here as they grow).
+    pub fn otlp_window(&self, stats: &custody_otlp::AssemblyStats, resolved: [(&'static str, u64); 3]) {
+        self.otlp_pending_spans.set(i64::try_from(stats.pending_spans).unwrap_or(i64::MAX));
+        self.otlp_pending_bytes.set(i64::try_from(stats.pending_bytes).unwrap_or(i64::MAX));
+        for (how, total) in resolved {
+            let counter = self.otlp_resolved.get_or_create(&HowLabels { how });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     pub fn render(&self) -> String {

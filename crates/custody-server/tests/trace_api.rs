@@ -3,94 +3,18 @@
 //! with each store broken for real.
 
 use std::path::Path;
-use std::time::Duration;
 
-use custody_client::{Client, TraceQuery};
-use custody_server::{RunningServer, ServerConfig};
+use custody_client::TraceQuery;
 use custody_trace::conformance::{sample_record, swarm};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const ADMIN: &str = "test-bootstrap-key-0123456789abcdef";
+mod common;
 
-struct TestServer {
-    server: RunningServer,
-    dir: tempfile::TempDir,
-    base: String,
-    http: reqwest::Client,
-}
-
-impl TestServer {
-    async fn start() -> Self {
-        Self::start_with(|_| {}).await
-    }
-
-    async fn start_with(configure: impl FnOnce(&mut ServerConfig)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = ServerConfig::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap());
-        config.bootstrap_key = Some(ADMIN.to_owned());
-        config.busy_timeout = Duration::from_millis(200);
-        configure(&mut config);
-        let server = custody_server::start(config).await.unwrap();
-        let base = format!("http://{}", server.local_addr);
-        Self { server, dir, base, http: reqwest::Client::new() }
-    }
-
-    fn client(&self, key: &str) -> Client {
-        Client::new(&self.base, key).unwrap()
-    }
-
-    async fn post(&self, key: &str, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(key)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn traces(&self, key: &str, records: &[Value]) -> (StatusCode, Value) {
-        self.post(key, "/api/v1/traces", json!({ "records": records }).to_string()).await
-    }
-
-    async fn audit(&self, key: &str, n: usize) -> (StatusCode, Value) {
-        let event = json!({"workspace": "acme", "kind": "authz.decision",
-            "principal": {"type": "agent", "id": "agent:support"}, "action": "email.send",
-            "resource": {"type": "email", "id": format!("out/{n}")}, "decision": "allow"});
-        self.post(key, "/api/v1/audit/events", event.to_string()).await
-    }
-
-    async fn get(&self, key: &str, path: &str) -> (StatusCode, Value) {
-        let response = self.http.get(format!("{}{path}", self.base)).bearer_auth(key).send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    async fn readyz(&self) -> Value {
-        self.http.get(format!("{}/readyz", self.base)).send().await.unwrap().json().await.unwrap()
-    }
-
-    async fn key(&self, workspace: &str, scope: &str) -> String {
-        self.client(ADMIN).create_key(workspace, scope, Some("test")).await.unwrap().0
-    }
-}
-
-fn acme() -> custody_model::WorkspaceName {
-    custody_model::WorkspaceName::parse("acme").unwrap()
-}
+use common::*;
 
 fn record(n: u64) -> Value {
     serde_json::to_value(sample_record(&acme(), n)).unwrap()
-}
-
-fn error_code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
