@@ -1,11 +1,9 @@
 //! Parquet files written by Custody are read by another engine, pyarrow, with
 //! the partitions as columns and the same rows.
 //!
-//! The Python interpreter comes from `CUSTODY_TEST_PYTHON`, else from the
-//! virtual environment `.ci/run` creates at `target/ci-venv`. In CI a missing
-//! interpreter fails the test; elsewhere the test says what to install and passes.
+//! The Python interpreter is found as for every client test
+//! (`custody-cli/tests/common/python.rs`).
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use custody_model::TraceRecord;
@@ -13,19 +11,10 @@ use custody_trace::parquet_files::{partition, to_record_batch, write_file};
 use custody_trace::record::StoredRecord;
 use serde_json::{Value, json};
 
-fn python() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("CUSTODY_TEST_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ci-venv/bin/python");
-    if venv.exists() {
-        return Some(venv);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI must provide pyarrow: set CUSTODY_TEST_PYTHON or create target/ci-venv (see .ci/run)");
-    }
-    None
-}
+#[path = "../../custody-cli/tests/common/python.rs"]
+mod python;
+
+use python::python;
 
 const READ: &str = r#"
 import json, sys
@@ -68,7 +57,7 @@ fn pyarrow_reads_the_files_with_partitions_and_the_same_rows() {
             StoredRecord::prepare(TraceRecord::from_value(value).unwrap())
         })
         .collect();
-    let mut parts: std::collections::BTreeMap<PathBuf, Vec<StoredRecord>> = Default::default();
+    let mut parts: std::collections::BTreeMap<std::path::PathBuf, Vec<StoredRecord>> = Default::default();
     for r in &records {
         parts.entry(partition(r)).or_default().push(r.clone());
     }
