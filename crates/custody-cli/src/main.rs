@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use custody_otlp::{ExportOptions, Protocol};
 use custody_server::{DEFAULT_BODY_LIMIT, DEFAULT_LOG_NAME, DEFAULT_OTLP_GRPC_LISTEN, ServerConfig};
 
 // The server allocates on request threads and frees on the writer thread; glibc's
@@ -109,6 +110,29 @@ struct ServeArgs {
     /// The longest an OTLP span waits for its ancestors before it is attributed with what is known, in seconds
     #[arg(long, env = "CUSTODY_OTLP_WINDOW_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     otlp_window_secs: u64,
+    /// Export every stored trace record as an OTLP span to this collector, e.g. http://127.0.0.1:4318
+    #[arg(long, env = "CUSTODY_OTLP_EXPORT_ENDPOINT", value_name = "URL")]
+    otlp_export_endpoint: Option<String>,
+    /// The export protocol: `http/protobuf` (POST URL/v1/traces) or `grpc`
+    #[arg(long, env = "CUSTODY_OTLP_EXPORT_PROTOCOL", default_value = "http/protobuf", value_parser = parse_protocol)]
+    otlp_export_protocol: Protocol,
+    /// A header sent with every export request, `NAME=VALUE` (repeat for more), e.g. `authorization=Bearer KEY`
+    #[arg(long = "otlp-export-header", value_name = "NAME=VALUE", value_parser = parse_header)]
+    otlp_export_headers: Vec<(String, String)>,
+    /// Include message content (prompts, outputs, retrieved documents, tool arguments) in exported spans
+    #[arg(long, env = "CUSTODY_OTLP_EXPORT_CONTENT")]
+    otlp_export_content: bool,
+}
+
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    Protocol::parse(s).ok_or_else(|| format!("`{s}` is not an export protocol: use http/protobuf or grpc"))
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), value.trim().to_owned())),
+        _ => Err(format!("`{s}` is not NAME=VALUE, e.g. authorization=Bearer KEY")),
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -164,6 +188,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.trace_buffer_bytes = args.trace_buffer_bytes;
     config.otlp_grpc_listen = args.otlp_grpc_listen.0;
     config.otlp_window = Duration::from_secs(args.otlp_window_secs);
+    config.otlp_export = args.otlp_export_endpoint.map(|endpoint| ExportOptions {
+        headers: args.otlp_export_headers,
+        include_content: args.otlp_export_content,
+        ..ExportOptions::new(endpoint, args.otlp_export_protocol)
+    });
     config.bootstrap_key = std::env::var("CUSTODY_BOOTSTRAP_KEY").ok().filter(|k| !k.is_empty());
     let data_dir = config.data_dir.clone();
     let server = custody_server::start(config).await?;

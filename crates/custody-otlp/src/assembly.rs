@@ -134,6 +134,8 @@ struct Pending {
 
 struct Node {
     parent: Option<String>,
+    /// The record states its own attribution.
+    attributed: bool,
     agent: Option<Agent>,
     session: Option<String>,
     pending: Option<Pending>,
@@ -184,6 +186,9 @@ pub struct Assembler {
     state: Mutex<State>,
     store: Arc<dyn TraceStore>,
     wake: Notify,
+    /// Held while records are handed to the store, so that `drain` and
+    /// `close` return only once what the background task took is stored.
+    emitting: tokio::sync::Mutex<()>,
     running: AtomicBool,
     pub counters: AssemblyCounters,
 }
@@ -245,6 +250,7 @@ impl Assembler {
             state: Mutex::new(state),
             store,
             wake: Notify::new(),
+            emitting: tokio::sync::Mutex::new(()),
             running: AtomicBool::new(true),
             counters: AssemblyCounters::default(),
         });
@@ -421,6 +427,7 @@ impl Assembler {
 
     /// Hands up to 1,000 resolved records to the store; returns how many it took.
     async fn emit_once(&self) -> Result<usize, TraceError> {
+        let _emitting = self.emitting.lock().await;
         let batch: Vec<Outgoing> = {
             let mut state = lock(&self.state);
             let n = state.outbox.len().min(1000);
@@ -532,7 +539,13 @@ impl State {
         }
         trace.nodes.insert(
             entry.span_id,
-            Node { parent: entry.parent_span_id, agent: entry.agent, session: entry.session, pending },
+            Node {
+                parent: entry.parent_span_id,
+                attributed: entry.attributed,
+                agent: entry.agent,
+                session: entry.session,
+                pending,
+            },
         );
         self.tracked += 1;
         true
@@ -570,23 +583,31 @@ impl State {
         for span_id in waiting {
             let forced = force
                 .filter(|(_, cutoff)| trace.nodes[&span_id].pending.as_ref().is_some_and(|p| p.since_ms <= *cutoff));
-            let Some(attribution) = attribute(&trace.nodes, &span_id, &key.1, forced.is_some()) else { continue };
-            let how =
-                if attribution.complete { Resolution::Complete } else { forced.map_or(Resolution::Timeout, |f| f.0) };
-            let counter = match how {
-                Resolution::Complete => &counters.resolved_complete,
-                Resolution::Timeout => &counters.resolved_timeout,
-                Resolution::Pressure => &counters.resolved_pressure,
+            // A record that states its own attribution keeps it; the others take it from their ancestors.
+            let attribution = if trace.nodes[&span_id].attributed {
+                None
+            } else {
+                let Some(found) = attribute(&trace.nodes, &span_id, &key.1, forced.is_some()) else { continue };
+                Some(found)
             };
+            let complete = attribution.as_ref().is_none_or(|a| a.complete);
+            let counter =
+                match if complete { Resolution::Complete } else { forced.map_or(Resolution::Timeout, |f| f.0) } {
+                    Resolution::Complete => &counters.resolved_complete,
+                    Resolution::Timeout => &counters.resolved_timeout,
+                    Resolution::Pressure => &counters.resolved_pressure,
+                };
             counter.fetch_add(1, Ordering::Relaxed);
             let Some(node) = trace.nodes.get_mut(&span_id) else { continue };
             let Some(pending) = node.pending.take() else { continue };
             trace.pending -= 1;
             let mut record = pending.record;
-            record.session_id = attribution.session_id;
-            record.process_id = attribution.process_id;
-            record.parent_process_id = attribution.parent_process_id;
-            record.agent_name = attribution.agent_name;
+            if let Some(attribution) = attribution {
+                record.session_id = attribution.session_id;
+                record.process_id = attribution.process_id;
+                record.parent_process_id = attribution.parent_process_id;
+                record.agent_name = attribution.agent_name;
+            }
             out.push(Outgoing { key: key.clone(), span_id, record, bytes: pending.bytes, segment: pending.segment });
         }
         for o in out {

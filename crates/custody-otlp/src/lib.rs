@@ -8,12 +8,16 @@
 //! - [`assembly`]: the window where spans wait, durably, for their ancestors,
 //!   so that swarm attribution (session, process, parent process) is the same
 //!   whatever order the spans arrive in.
+//! - [`export`]: stored records out to an OTLP endpoint as GenAI spans, from a
+//!   durable queue with a durable cursor.
 
 pub mod assembly;
 pub mod attributes;
 pub mod decode;
+pub mod export;
 pub mod mapping;
 
 pub use assembly::{Assembler, AssemblyError, AssemblyOptions, AssemblyStats};
 pub use decode::{DecodeError, Encoding, Mapped, RejectedSpan, decode, gunzip, map_request};
+pub use export::{ExportOptions, ExportStats, Exporter, ExportingStore, Protocol};
 pub use mapping::{SpanEntry, map_span, record_id};

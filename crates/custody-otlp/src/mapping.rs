@@ -23,6 +23,11 @@
 //!   `agent.name`, else the span name after `invoke_agent `.
 //! - status: the span status (error → `status: error`), `exception` events,
 //!   `error.type`; action ids: `custody.action_id`, `custody.action_ids`.
+//! - Custody's own exporter (`export.rs`) also writes `custody.record_id`,
+//!   `custody.session_id`, `custody.process_id`, `custody.parent_process_id`,
+//!   `custody.routing`, `custody.tool_calls` and
+//!   `custody.time_to_first_token_ms`: a span that states its process needs no
+//!   ancestors, and a record exported by one Custody comes back as it left.
 //!
 //! Attributes no convention claims are kept in the record's `attributes`, with
 //! the span name (`otel.span.name`), the instrumentation scope
@@ -59,6 +64,10 @@ pub struct SpanEntry {
     /// span that only links.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<TraceRecord>,
+    /// The span states its own attribution (`custody.process_id`, as Custody's
+    /// exporter writes it): the record needs no ancestors.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attributed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,19 +157,36 @@ pub fn map_span(span: &Span, origin: &Origin<'_>) -> Result<SpanEntry, Validatio
         agent,
         session,
         record: None,
+        attributed: false,
     };
     let Some(kind) = kind else { return Ok(entry) };
-    entry.record = Some(map_record(kind, span, bag, origin, &entry)?);
+    let (record, attributed) = map_record(kind, span, bag, origin, &entry)?;
+    entry.record = Some(record);
+    entry.attributed = attributed;
     Ok(entry)
 }
 
+/// The record of a span, and whether the span stated its own attribution.
 fn map_record(
     kind: RecordKind,
     span: &Span,
     mut bag: Bag,
     origin: &Origin<'_>,
     entry: &SpanEntry,
-) -> Result<TraceRecord, ValidationError> {
+) -> Result<(TraceRecord, bool), ValidationError> {
+    // What Custody's own exporter writes, so that its records come back as they left.
+    let id = bag.take_text(&["custody.record_id"]);
+    let process_id = bag.take_text(&["custody.process_id"]);
+    let parent_process_id = bag.take_text(&["custody.parent_process_id"]);
+    let session_id = bag.take_text(&["custody.session_id"]);
+    let stated_agent =
+        if process_id.is_some() && entry.agent.is_none() { bag.take_text(&["gen_ai.agent.name"]) } else { None };
+    let routing = match bag.take_json("custody.routing") {
+        Some(Value::Object(routing)) => Some(routing),
+        _ => None,
+    };
+    let time_to_first_token_ms = bag.take_count(&["custody.time_to_first_token_ms"]);
+    let stated_tool_calls = bag.take_json("custody.tool_calls");
     let provider = bag.take_text(&["gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"]);
     let requested = bag.take_text(&["gen_ai.request.model", "llm.model_name"]);
     let responded = bag.take_text(&["gen_ai.response.model"]);
@@ -216,6 +242,9 @@ fn map_record(
         }
         RecordKind::ModelCall | RecordKind::Agent => {}
     }
+    if let Some(Value::Array(calls)) = stated_tool_calls {
+        tool_calls = calls.iter().filter_map(tool_call_from).collect();
+    }
     let (status, error) = status_of(span, &mut bag, &mut events);
     let action_ids = take_action_ids(&mut bag);
     let mut attributes = bag.into_map();
@@ -232,23 +261,28 @@ fn map_record(
     let started_at = Timestamp::from_unix_nanos(i64::try_from(span.start_time_unix_nano).unwrap_or(i64::MAX));
     let ended_at = (span.end_time_unix_nano >= span.start_time_unix_nano && span.end_time_unix_nano > 0)
         .then(|| Timestamp::from_unix_nanos(i64::try_from(span.end_time_unix_nano).unwrap_or(i64::MAX)));
+    let attributed = process_id.is_some();
     let record = TraceRecord {
-        id: Some(record_id(entry.workspace.as_str(), &entry.trace_id, &entry.span_id)),
+        id: Some(id.unwrap_or_else(|| record_id(entry.workspace.as_str(), &entry.trace_id, &entry.span_id))),
         workspace: entry.workspace.clone(),
         classification: origin.classification.map(str::to_owned),
         kind,
-        // Filled in when the ancestors are known; placeholders that validate.
-        session_id: entry.trace_id.clone(),
-        process_id: entry.span_id.clone(),
-        parent_process_id: None,
-        agent_name: entry.agent.as_ref().and_then(|a| a.name.clone()),
+        // Unless the span stated them, filled in when the ancestors are known;
+        // placeholders that validate until then.
+        session_id: session_id
+            .filter(|_| attributed)
+            .or_else(|| entry.session.clone().filter(|_| attributed))
+            .unwrap_or_else(|| entry.trace_id.clone()),
+        process_id: process_id.unwrap_or_else(|| entry.span_id.clone()),
+        parent_process_id: parent_process_id.filter(|_| attributed),
+        agent_name: entry.agent.as_ref().and_then(|a| a.name.clone()).or(stated_agent),
         trace_id: Some(entry.trace_id.clone()),
         span_id: Some(entry.span_id.clone()),
         parent_span_id: entry.parent_span_id.clone(),
         provider,
         model,
         model_version: responded,
-        routing: None,
+        routing,
         input,
         retrieved_context,
         output,
@@ -256,14 +290,14 @@ fn map_record(
         usage,
         started_at,
         ended_at,
-        time_to_first_token_ms: None,
+        time_to_first_token_ms,
         status,
         error,
         action_ids,
         attributes: Some(attributes),
     };
     record.validate()?;
-    Ok(record)
+    Ok((record, attributed))
 }
 
 fn take_usage(bag: &mut Bag) -> Option<Usage> {
@@ -430,7 +464,8 @@ fn message_from(value: Value, default_role: &str, tool_calls: &mut Vec<ToolCall>
             contents.into_iter().map(|c| c.get("message_content").cloned().unwrap_or(c)).collect(),
         ))
     } else {
-        m.remove("content").map(parse_content).unwrap_or(Value::Null)
+        // Content given as content (text or an array of parts) is kept as sent.
+        m.remove("content").unwrap_or(Value::Null)
     };
     if let Some(Value::Array(calls)) = m.remove("tool_calls") {
         tool_calls.extend(calls.iter().filter_map(tool_call_from));
@@ -456,13 +491,6 @@ fn is_text_part(part: &Value) -> bool {
 
 fn text_of(part: &Value) -> Value {
     part.get("content").or_else(|| part.get("text")).cloned().unwrap_or(Value::Null)
-}
-
-fn parse_content(content: Value) -> Value {
-    match content {
-        Value::Array(_) => parts_content(content),
-        other => other,
-    }
 }
 
 /// A tool call in the GenAI part shape `{type: tool_call, id, name, arguments}`,
@@ -532,7 +560,7 @@ fn status_of(span: &Span, bag: &mut Bag, events: &mut Events) -> (RecordStatus, 
             (None, None) => "exception".into(),
         }
     });
-    (RecordStatus::Error, Some(message.or(exception).or(error_type).unwrap_or_else(|| "error".into())))
+    (RecordStatus::Error, message.or(exception).or(error_type))
 }
 
 fn take_action_ids(bag: &mut Bag) -> Vec<String> {

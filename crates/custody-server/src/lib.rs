@@ -27,7 +27,7 @@ use axum::routing::{delete, get, post};
 use custody_audit::keys::{KeyRecord, KeyStore, SqliteKeyStore, generate_token, hash_token, token_id};
 use custody_audit::{AuditLog, OpenOptions, open_audit_log, signing_key};
 use custody_model::{ApiKeyInfo, Scope, Timestamp};
-use custody_otlp::{Assembler, AssemblyOptions};
+use custody_otlp::{Assembler, AssemblyOptions, ExportOptions, Exporter, ExportingStore};
 use custody_trace::{IngestOptions, TraceStore, open_trace_store};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -64,6 +64,8 @@ pub struct ServerConfig {
     /// The longest an OTLP span waits for its ancestors before it is attributed
     /// with what is known.
     pub otlp_window: Duration,
+    /// Where stored records are exported as OTLP spans, if anywhere.
+    pub otlp_export: Option<ExportOptions>,
 }
 
 impl ServerConfig {
@@ -81,6 +83,7 @@ impl ServerConfig {
             trace_buffer_bytes: IngestOptions::default().max_buffer_bytes,
             otlp_grpc_listen: None,
             otlp_window: AssemblyOptions::default().window,
+            otlp_export: None,
         }
     }
 
@@ -108,6 +111,7 @@ pub struct AppState {
     audit: Arc<dyn AuditLog>,
     traces: trace_api::TraceSlot,
     otlp: otlp_api::OtlpSlot,
+    exporter: Option<Arc<Exporter>>,
     keys: Arc<dyn KeyStore>,
     metrics: Arc<Metrics>,
     refusals: Arc<auth::RefusalWindows>,
@@ -126,6 +130,8 @@ pub enum StartError {
     KeyStore(custody_audit::StoreError),
     #[error("bootstrap key: {0}")]
     Bootstrap(String),
+    #[error("the OTLP exporter: {0}")]
+    Export(String),
     #[error("cannot listen on {addr}: {reason} (is another server running there? choose another with --listen)")]
     Listen { addr: SocketAddr, reason: String },
 }
@@ -215,11 +221,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let verifier_key = audit.verifier().to_key_string();
     let traces = open_traces(&config, &metrics).await;
     let trace_store_error = traces.as_ref().err().cloned();
+    let (traces, exporter) = export_traces(&config, traces)?;
     let otlp = open_otlp(&config, &traces).await;
     let state = AppState {
         audit,
         traces: traces.clone(),
         otlp: otlp.clone(),
+        exporter,
         keys,
         metrics,
         refusals: Arc::new(auth::RefusalWindows::default()),
@@ -260,6 +268,30 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         traces: traces.ok(),
         otlp: otlp.ok(),
     })
+}
+
+/// Puts the exporter, when one is configured, behind the trace store: every
+/// record the store takes (natively or over OTLP) is then queued for export.
+/// A misconfigured endpoint stops the start; an export queue that cannot be
+/// opened is reported, and the trace store goes on without the exporter.
+fn export_traces(
+    config: &ServerConfig,
+    traces: trace_api::TraceSlot,
+) -> Result<(trace_api::TraceSlot, Option<Arc<Exporter>>), StartError> {
+    let (Some(options), Ok(store)) = (config.otlp_export.clone(), &traces) else { return Ok((traces, None)) };
+    let endpoint = options.endpoint.clone();
+    match Exporter::open(&config.data_dir.join("export"), options) {
+        Ok(exporter) => {
+            tracing::info!(endpoint = %endpoint, "exporting trace records as OTLP spans");
+            let store: Arc<dyn TraceStore> = Arc::new(ExportingStore::new(store.clone(), exporter.clone()));
+            Ok((Ok(store), Some(exporter)))
+        }
+        Err(error @ custody_otlp::export::ExportError::Endpoint { .. }) => Err(StartError::Export(error.to_string())),
+        Err(error) => {
+            tracing::error!(error = %error, "the OTLP exporter could not start; records are stored, not exported");
+            Ok((traces, None))
+        }
+    }
 }
 
 /// Opens the OTLP assembly window in `<data-dir>/otlp` (replaying its log), in

@@ -62,6 +62,11 @@ pub struct Metrics {
     pub otlp_resolved: Family<HowLabels, Counter>,
     pub otlp_pending_spans: Gauge,
     pub otlp_pending_bytes: Gauge,
+    pub otlp_exported: Counter,
+    pub otlp_export_failures: Counter,
+    pub otlp_export_dropped: Counter,
+    pub otlp_export_pending: Gauge,
+    pub otlp_export_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -204,8 +209,43 @@ impl Metrics {
             "Bytes of the OTLP spans waiting in the assembly window",
             otlp_pending_bytes.clone(),
         );
+        let otlp_exported = Counter::default();
+        let otlp_export_failures = Counter::default();
+        let otlp_export_dropped = Counter::default();
+        let otlp_export_pending = Gauge::default();
+        let otlp_export_lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "custody_otlp_exported_records",
+            "Trace records the OTLP exporter delivered (the receiver answered success)",
+            otlp_exported.clone(),
+        );
+        registry.register(
+            "custody_otlp_export_failures",
+            "OTLP export requests that failed (retried, or skipped when refused as invalid)",
+            otlp_export_failures.clone(),
+        );
+        registry.register(
+            "custody_otlp_export_dropped_records",
+            "Trace records that will not be exported: queue full, or refused by the receiver as invalid",
+            otlp_export_dropped.clone(),
+        );
+        registry.register(
+            "custody_otlp_export_pending_records",
+            "Trace records queued for export and not yet delivered",
+            otlp_export_pending.clone(),
+        );
+        registry.register(
+            "custody_otlp_export_lag_seconds",
+            "How long the oldest record queued for export has waited",
+            otlp_export_lag.clone(),
+        );
         Arc::new(Self {
             registry,
+            otlp_exported,
+            otlp_export_failures,
+            otlp_export_dropped,
+            otlp_export_pending,
+            otlp_export_lag,
             otlp_spans_accepted,
             otlp_spans_rejected,
             otlp_resolved,
@@ -286,6 +326,18 @@ impl Metrics {
         self.otlp_pending_bytes.set(i64::try_from(stats.pending_bytes).unwrap_or(i64::MAX));
         for (how, total) in resolved {
             let counter = self.otlp_resolved.get_or_create(&HowLabels { how });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
+    /// Takes the exporter's figures: its queue now, and its running totals
+    /// (exported, failures, dropped).
+    pub fn otlp_export(&self, stats: &custody_otlp::ExportStats, totals: [u64; 3]) {
+        self.otlp_export_pending.set(i64::try_from(stats.pending_records).unwrap_or(i64::MAX));
+        self.otlp_export_lag.set(stats.lag.as_secs_f64());
+        for (counter, total) in
+            [&self.otlp_exported, &self.otlp_export_failures, &self.otlp_export_dropped].into_iter().zip(totals)
+        {
             counter.inc_by(total.saturating_sub(counter.get()));
         }
     }

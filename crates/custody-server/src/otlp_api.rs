@@ -245,8 +245,19 @@ impl TraceService for GrpcTraceService {
     }
 }
 
-/// Takes the assembly window's figures that are read rather than counted.
+/// Takes the assembly window's and the exporter's figures that are read rather than counted.
 pub fn observe(state: &AppState) {
+    if let Some(exporter) = &state.exporter {
+        let counters = &exporter.counters;
+        state.metrics.otlp_export(
+            &exporter.stats(),
+            [
+                counters.exported.load(Ordering::Relaxed),
+                counters.failures.load(Ordering::Relaxed),
+                counters.dropped.load(Ordering::Relaxed),
+            ],
+        );
+    }
     if let Ok(window) = &state.otlp {
         let stats = window.stats();
         let counters = &window.counters;

@@ -1,6 +1,7 @@
 //! Span builders for the tests.
 #![allow(dead_code)]
 
+use custody_model::TraceRecord;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -112,4 +113,26 @@ pub fn swarm() -> Vec<Span> {
         spans.push(chat(call, Some(parent), "gpt-4o", i64::from(call) * 10));
     }
     spans
+}
+
+/// Takes away what a receiver adds about where a span came from — its
+/// provenance attributes and span ids — where the original did not have them.
+pub fn without_provenance(mut back: TraceRecord, original: &TraceRecord) -> TraceRecord {
+    if original.trace_id.is_none() {
+        back.trace_id = None;
+    }
+    if original.span_id.is_none() {
+        back.span_id = None;
+    }
+    if let Some(attributes) = back.attributes.as_mut() {
+        for key in ["otel.span.name", "otel.scope.name", "service.name", "gen_ai.operation.name"] {
+            if original.attributes.as_ref().is_none_or(|a| !a.contains_key(key)) {
+                attributes.remove(key);
+            }
+        }
+        if attributes.is_empty() && original.attributes.is_none() {
+            back.attributes = None;
+        }
+    }
+    back
 }
