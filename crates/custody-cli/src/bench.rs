@@ -30,6 +30,14 @@ pub enum BenchCommand {
         it broken.\n\n\
         Build with --release for meaningful figures:\n  cargo run --release -p custody-cli -- bench trace")]
     Trace(crate::bench_trace::TraceBenchArgs),
+    /// OTLP/HTTP protobuf span ingest vs. the native JSON trace API, same records, same run
+    #[command(long_about = "Start a server on a temporary directory and drive sustained ingest of the same model \
+        calls (about 2 KiB of content each) two ways in turn: the native JSON API (POST /api/v1/traces) and \
+        OTLP/HTTP protobuf (POST /v1/traces) as GenAI spans — one agent span and its chat spans per request, \
+        a new trace each time, so every span is attributed through the assembly window. Prints records/s, \
+        request latency and the ratio of the OTLP rate to the native one.\n\n\
+        Build with --release for meaningful figures:\n  cargo run --release -p custody-cli -- bench otlp")]
+    Otlp(crate::bench_otlp::OtlpBenchArgs),
 }
 
 #[derive(Args)]
@@ -49,6 +57,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Audit(args) => audit(args).await,
         BenchCommand::Trace(args) => crate::bench_trace::trace(args).await,
+        BenchCommand::Otlp(args) => crate::bench_otlp::otlp(args).await,
     }
 }
 
@@ -335,20 +344,32 @@ impl RawConnection {
         Ok(Self { stream: tokio::io::BufStream::new(stream), buffer: Vec::with_capacity(4096) })
     }
 
-    /// Sends a POST and returns the answer's status; the answer's body is read and dropped.
+    /// Sends a JSON POST and returns the answer's status; the answer's body is read and dropped.
     pub async fn post(&mut self, path: &str, key: &str, body: &[u8]) -> anyhow::Result<u16> {
-        self.request("POST", path, key, body).await
+        self.request("POST", path, key, "application/json", body).await
+    }
+
+    /// Sends a POST of `content_type` and returns the answer's status.
+    pub async fn post_as(&mut self, path: &str, key: &str, content_type: &str, body: &[u8]) -> anyhow::Result<u16> {
+        self.request("POST", path, key, content_type, body).await
     }
 
     /// Sends a GET and returns the answer's status; the answer's body is read and dropped.
     pub async fn get(&mut self, path: &str, key: &str) -> anyhow::Result<u16> {
-        self.request("GET", path, key, b"").await
+        self.request("GET", path, key, "application/json", b"").await
     }
 
-    async fn request(&mut self, method: &str, path: &str, key: &str, body: &[u8]) -> anyhow::Result<u16> {
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        key: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> anyhow::Result<u16> {
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+             Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
         self.stream.write_all(head.as_bytes()).await?;

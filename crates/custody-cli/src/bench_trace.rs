@@ -38,7 +38,7 @@ pub struct TraceBenchArgs {
 }
 
 /// A model call with about 2 KiB of prompt and answer, as a caller sends it.
-fn call(session: &str, process: usize, n: usize) -> Value {
+pub fn call(session: &str, process: usize, n: usize) -> Value {
     let filler = "The customer reports that order 1182 arrived damaged and asks for a replacement. ";
     json!({"workspace": "bench", "classification": "confidential", "kind": "model_call",
         "session_id": session, "process_id": format!("proc-{process}"),
@@ -53,17 +53,17 @@ fn call(session: &str, process: usize, n: usize) -> Value {
         "ended_at": "2026-12-01T11:00:00Z", "status": "ok"})
 }
 
-fn peak_rss_mib() -> Option<f64> {
+pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches(" kB").parse().ok()?;
     Some(kb / 1024.0)
 }
 
 /// Posts whole batches of trace records; a 429 waits and retries (not counted).
-struct TraceAppender {
-    connection: RawConnection,
-    key: String,
-    body: Vec<u8>,
+pub struct TraceAppender {
+    pub connection: RawConnection,
+    pub key: String,
+    pub body: Vec<u8>,
 }
 
 impl Appender for TraceAppender {

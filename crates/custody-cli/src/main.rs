@@ -5,6 +5,7 @@
 //! configuration or operational error.
 
 mod bench;
+mod bench_otlp;
 mod bench_trace;
 mod keys;
 mod traces;

@@ -19,6 +19,9 @@ fn help_explains_every_command() {
         (vec!["keys", "revoke", "--help"], "<ID>"),
         (vec!["bench", "audit", "--help"], "--release"),
         (vec!["bench", "trace", "--help"], "--analytics-calls"),
+        (vec!["bench", "otlp", "--help"], "assembly window"),
+        (vec!["serve", "--help"], "--otlp-grpc-listen"),
+        (vec!["serve", "--help"], "--otlp-export-endpoint"),
         (vec!["traces", "query", "--help"], "--session-id"),
         (vec!["traces", "tree", "--help"], "<SESSION_ID>"),
         (vec!["traces", "usage", "--help"], "agent_name"),
@@ -104,6 +107,32 @@ fn bench_audit_runs_both_paths_against_the_baseline() {
         assert!(rate > 0.0, "{row}");
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the temporary data is removed");
+}
+
+#[test]
+fn bench_otlp_runs_both_paths_and_prints_the_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::run(&[
+        "bench",
+        "otlp",
+        "--seconds",
+        "1",
+        "--clients",
+        "1",
+        "--batch",
+        "20",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let rate = |label: &str| -> f64 {
+        let line =
+            stdout.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("{label}: {stdout}"));
+        line.split(": ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+    };
+    assert!(rate("native JSON") > 0.0 && rate("OTLP/HTTP protobuf") > 0.0, "{stdout}");
+    assert!(stdout.contains("OTLP / native:") && stdout.contains("target:"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

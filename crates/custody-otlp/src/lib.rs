@@ -10,14 +10,21 @@
 //!   whatever order the spans arrive in.
 //! - [`export`]: stored records out to an OTLP endpoint as GenAI spans, from a
 //!   durable queue with a durable cursor.
+//!
+//! The last two need the trace store (feature `store`, on by default); the
+//! fuzz target (`fuzz/`) builds decoding and mapping alone.
 
+#[cfg(feature = "store")]
 pub mod assembly;
 pub mod attributes;
 pub mod decode;
+#[cfg(feature = "store")]
 pub mod export;
 pub mod mapping;
 
+#[cfg(feature = "store")]
 pub use assembly::{Assembler, AssemblyError, AssemblyOptions, AssemblyStats};
 pub use decode::{DecodeError, Encoding, Mapped, RejectedSpan, decode, gunzip, map_request};
+#[cfg(feature = "store")]
 pub use export::{ExportOptions, ExportStats, Exporter, ExportingStore, Protocol};
 pub use mapping::{SpanEntry, map_span, record_id};
