@@ -134,3 +134,42 @@ pub fn map_request(
 fn hex_id(bytes: &[u8]) -> Option<String> {
     (!bytes.is_empty()).then(|| hex::encode(bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The trace example of the OTLP specification (opentelemetry-proto's
+    /// `examples/trace.json`): upper-case hex ids, 64-bit integers as strings.
+    const SPEC_EXAMPLE: &str = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"my.service"}}]},
+      "scopeSpans":[{"scope":{"name":"my.library","version":"1.0.0"},"spans":[{"traceId":"5B8EFFF798038103D269B633813FC60C",
+      "spanId":"EEE19B7EC3C1B174","parentSpanId":"EEE19B7EC3C1B173","name":"I'm a server span",
+      "startTimeUnixNano":"1544712660000000000","endTimeUnixNano":"1544712661000000000","kind":2,
+      "attributes":[{"key":"my.span.attr","value":{"stringValue":"some value"}},{"key":"n","value":{"intValue":"42"}}]}]}]}]}"#;
+
+    #[test]
+    fn the_specification_example_decodes_as_otlp_json() {
+        let request = decode(SPEC_EXAMPLE.as_bytes(), Encoding::Json).unwrap();
+        let span = &request.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(hex::encode(&span.trace_id), "5b8efff798038103d269b633813fc60c");
+        assert_eq!(hex::encode(&span.parent_span_id), "eee19b7ec3c1b173");
+        assert_eq!((span.start_time_unix_nano, span.kind), (1_544_712_660_000_000_000, 2));
+        assert_eq!(Bag::new(&span.attributes).into_map()["n"], serde_json::json!(42));
+        // The same request as protobuf decodes to the same message.
+        let bytes = prost::Message::encode_to_vec(&request);
+        assert_eq!(decode(&bytes, Encoding::Protobuf).unwrap(), request);
+        assert!(matches!(decode(b"{", Encoding::Json), Err(DecodeError::Json(_))));
+        assert!(matches!(decode(&[0xff, 0xff], Encoding::Protobuf), Err(DecodeError::Protobuf(_))));
+    }
+
+    #[test]
+    fn gzip_is_bounded_once_inflated() {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&[7u8; 10_000]).unwrap();
+        let body = encoder.finish().unwrap();
+        assert_eq!(gunzip(&body, 10_000).unwrap().len(), 10_000);
+        assert!(matches!(gunzip(&body, 9_999), Err(DecodeError::TooLarge { limit: 9_999 })));
+        assert!(matches!(gunzip(b"plain", 100), Err(DecodeError::Gzip(_))));
+    }
+}
