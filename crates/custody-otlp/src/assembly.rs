@@ -116,11 +116,24 @@ pub struct AssemblyStats {
     pub traces: usize,
 }
 
-#[derive(Serialize, Deserialize)]
+/// A frame of the window's log, as read back.
+#[derive(Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Frame {
     Span { entry: Box<SpanEntry>, at_ms: u64 },
     Emitted { spans: Vec<[String; 3]> },
+}
+
+/// A frame as written: the same encoding, borrowing what it writes.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum FrameOut<'a> {
+    Span { entry: &'a SpanEntry, at_ms: u64 },
+    Emitted { spans: Vec<[&'a str; 3]> },
+}
+
+fn encode(frame: &FrameOut<'_>) -> Result<Vec<u8>, AssemblyError> {
+    serde_json::to_vec(frame).map_err(|e| AssemblyError::Unavailable(format!("encoding a frame: {e}")))
 }
 
 type TraceKey = (String, String);
@@ -280,13 +293,8 @@ impl Assembler {
         let at_ms = now_ms();
         let frames: Vec<(SpanEntry, Vec<u8>)> = entries
             .into_iter()
-            .map(|entry| {
-                let frame = Frame::Span { entry: Box::new(entry), at_ms };
-                let bytes = serde_json::to_vec(&frame).unwrap_or_default();
-                let Frame::Span { entry, .. } = frame else { unreachable!("built as a span frame") };
-                (*entry, bytes)
-            })
-            .collect();
+            .map(|entry| encode(&FrameOut::Span { entry: &entry, at_ms }).map(|bytes| (entry, bytes)))
+            .collect::<Result<_, _>>()?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.admit_blocking(frames, at_ms))
             .await
@@ -456,9 +464,10 @@ impl Assembler {
             }
             return Err(error);
         }
-        let spans: Vec<[String; 3]> =
-            batch.iter().map(|o| [o.key.0.clone(), o.key.1.clone(), o.span_id.clone()]).collect();
-        let marker = serde_json::to_vec(&Frame::Emitted { spans }).unwrap_or_default();
+        let spans: Vec<[&str; 3]> =
+            batch.iter().map(|o| [o.key.0.as_str(), o.key.1.as_str(), o.span_id.as_str()]).collect();
+        // Without the marker a restart hands these over again under the same ids: the store keeps one.
+        let marker = encode(&FrameOut::Emitted { spans });
         let segments: Vec<u64> = batch.iter().map(|o| o.segment).collect();
         let count = batch.len();
         {
@@ -473,9 +482,10 @@ impl Assembler {
             }
         }
         self.counters.emitted.fetch_add(count as u64, Ordering::Relaxed);
-        // Without the marker a restart emits these again under the same ids: the store keeps one.
-        let mut wal = lock(&self.wal);
-        if let Err(error) = wal.append(&[marker.as_slice()]) {
+        let recorded = marker.and_then(|marker| {
+            lock(&self.wal).append(&[marker.as_slice()]).map_err(|e| AssemblyError::Unavailable(e.to_string()))
+        });
+        if let Err(error) = recorded {
             tracing::warn!(error = %error, "recording emitted OTLP spans failed; a restart re-sends them (stored once)");
         }
         Ok(count)
