@@ -61,6 +61,18 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// A server for a benchmark, its data in `data`, with an admin key of its own.
+pub async fn bench_server(
+    data: PathBuf,
+    configure: impl FnOnce(&mut ServerConfig),
+) -> anyhow::Result<(custody_server::RunningServer, String)> {
+    let key = format!("bench-bootstrap-{}", std::process::id()) + "-0123456789abcdef";
+    let mut config = ServerConfig::new(data, "127.0.0.1:0".parse()?);
+    config.bootstrap_key = Some(key.clone());
+    configure(&mut config);
+    Ok((custody_server::start(config).await?, key))
+}
+
 /// A temporary directory under `dir` (default: the current directory), and a
 /// warning when this build is not optimized.
 pub fn bench_dir(dir: Option<&std::path::Path>) -> anyhow::Result<tempfile::TempDir> {
@@ -147,10 +159,7 @@ async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
         ms(baseline.p99)
     );
 
-    let key = format!("bench-bootstrap-{}", std::process::id()) + "-0123456789abcdef";
-    let mut config = ServerConfig::new(tmp.path().join("server"), "127.0.0.1:0".parse()?);
-    config.bootstrap_key = Some(key.clone());
-    let server = custody_server::start(config).await?;
+    let (server, key) = bench_server(tmp.path().join("server"), |_| {}).await?;
 
     println!();
     println!(

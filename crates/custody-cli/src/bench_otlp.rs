@@ -7,14 +7,13 @@ use std::time::Duration;
 use clap::Args;
 use custody_model::TraceRecord;
 use custody_otlp::export::export_request;
-use custody_server::ServerConfig;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use serde_json::json;
 
-use crate::bench::{Appender, Measured, RawConnection, bench_dir, measure, ms};
+use crate::bench::{Appender, Measured, RawConnection, bench_dir, bench_server, measure, ms};
 use crate::bench_trace::{TraceAppender, call, peak_rss_mib};
 
 #[derive(Args)]
@@ -131,11 +130,7 @@ pub async fn otlp(args: OtlpBenchArgs) -> anyhow::Result<()> {
         otlp_body.windows(16).enumerate().filter(|(_, w)| *w == TEMPLATE_TRACE).map(|(i, _)| i).collect();
     anyhow::ensure!(offsets.len() == batch, "the template's trace id is where the spans are");
 
-    let key = format!("bench-bootstrap-{}", std::process::id()) + "-0123456789abcdef";
-    let mut config = ServerConfig::new(tmp.path().join("server"), "127.0.0.1:0".parse()?);
-    config.bootstrap_key = Some(key.clone());
-    config.otlp_grpc_listen = None;
-    let server = custody_server::start(config).await?;
+    let (server, key) = bench_server(tmp.path().join("server"), |_| {}).await?;
     let addr = server.local_addr;
     // The OTLP request names no workspace: a key of the `bench` workspace files it there.
     let client = custody_client::Client::new(&format!("http://{addr}"), &key)?;
@@ -149,15 +144,8 @@ pub async fn otlp(args: OtlpBenchArgs) -> anyhow::Result<()> {
     );
 
     eprintln!("driving the native JSON API…");
-    let mut native = Vec::new();
-    for _ in 0..args.clients.max(1) {
-        native.push(TraceAppender {
-            connection: RawConnection::open(addr).await?,
-            key: writer.clone(),
-            body: native_body.clone(),
-        });
-    }
-    let native = measure(native, seconds).await?;
+    let native =
+        measure(TraceAppender::connections(addr, &writer, &native_body, args.clients.max(1)).await?, seconds).await?;
     eprintln!("driving OTLP/HTTP protobuf…");
     let mut otlp = Vec::new();
     for c in 0..args.clients.max(1) {

@@ -4,6 +4,7 @@
 //! with the trace store broken.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,12 +12,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use custody_model::{TraceRecord, WorkspaceName};
-use custody_server::ServerConfig;
 use custody_trace::parquet_files::{partition, to_record_batch, write_file};
 use custody_trace::{IngestOptions, ParquetTraceStore, StoredRecord, TraceStore, UsageKey, UsageQuery};
 use serde_json::{Value, json};
 
-use crate::bench::{Appender, HttpAppender, Measured, RawConnection, bench_dir, measure, ms, summarize};
+use crate::bench::{Appender, HttpAppender, Measured, RawConnection, bench_dir, bench_server, measure, ms, summarize};
 
 #[derive(Args)]
 pub struct TraceBenchArgs {
@@ -64,6 +64,21 @@ pub struct TraceAppender {
     pub connection: RawConnection,
     pub key: String,
     pub body: Vec<u8>,
+}
+
+impl TraceAppender {
+    /// `n` keep-alive connections, each posting `body` with `key`.
+    pub async fn connections(addr: SocketAddr, key: &str, body: &[u8], n: usize) -> anyhow::Result<Vec<Self>> {
+        let mut appenders = Vec::with_capacity(n);
+        for _ in 0..n {
+            appenders.push(Self {
+                connection: RawConnection::open(addr).await?,
+                key: key.to_owned(),
+                body: body.to_vec(),
+            });
+        }
+        Ok(appenders)
+    }
 }
 
 impl Appender for TraceAppender {
@@ -121,21 +136,10 @@ pub async fn trace(args: TraceBenchArgs) -> anyhow::Result<()> {
     };
     println!("baseline (arrow-rs: record batch + zstd Parquet file, rows already in memory): {baseline:.0} rows/s");
 
-    let key = format!("bench-bootstrap-{}", std::process::id()) + "-0123456789abcdef";
-    let mut config = ServerConfig::new(tmp.path().join("server"), "127.0.0.1:0".parse()?);
-    config.bootstrap_key = Some(key.clone());
-    let server = custody_server::start(config).await?;
+    let (server, key) = bench_server(tmp.path().join("server"), |_| {}).await?;
     let addr = server.local_addr;
     eprintln!("driving {} connections × {} records per request for {}s…", args.clients, args.batch, seconds.as_secs());
-    let mut appenders = Vec::new();
-    for _ in 0..args.clients.max(1) {
-        appenders.push(TraceAppender {
-            connection: RawConnection::open(addr).await?,
-            key: key.clone(),
-            body: body.clone(),
-        });
-    }
-    let m = measure(appenders, seconds).await?;
+    let m = measure(TraceAppender::connections(addr, &key, &body, args.clients.max(1)).await?, seconds).await?;
     let calls = m.rate * batch.len() as f64;
     println!();
     println!(
@@ -296,26 +300,22 @@ async fn audit_with_traces_broken(dir: &Path, seconds: Duration, trace_body: &[u
     for (label, broken) in [("trace store healthy, idle", false), ("trace store broken, refusing batches", true)] {
         let data = dir.join(if broken { "audit-broken" } else { "audit-healthy" });
         std::fs::create_dir_all(&data)?;
-        let key = format!("bench-bootstrap-{}", std::process::id()) + "-0123456789abcdef";
-        let mut config = ServerConfig::new(data.clone(), "127.0.0.1:0".parse()?);
-        config.bootstrap_key = Some(key.clone());
+        let blocked = data.join("traces-blocked");
         if broken {
-            let blocked = data.join("traces-blocked");
             std::fs::write(&blocked, b"not a directory")?;
-            config.trace_store = Some(format!("parquet://{}", blocked.display()));
         }
-        let server = custody_server::start(config).await?;
-        let mut refusers = Vec::new();
-        if broken {
-            for _ in 0..2 {
-                let inner = TraceAppender {
-                    connection: RawConnection::open(server.local_addr).await?,
-                    key: key.clone(),
-                    body: trace_body.to_vec(),
-                };
-                refusers.push(RefusedTraceAppender(inner));
+        let (server, key) = bench_server(data.clone(), |config| {
+            if broken {
+                config.trace_store = Some(format!("parquet://{}", blocked.display()));
             }
-        }
+        })
+        .await?;
+        let refusers: Vec<RefusedTraceAppender> =
+            TraceAppender::connections(server.local_addr, &key, trace_body, if broken { 2 } else { 0 })
+                .await?
+                .into_iter()
+                .map(RefusedTraceAppender)
+                .collect();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let background = {
             let stop = stop.clone();
