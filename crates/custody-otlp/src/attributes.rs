@@ -49,34 +49,33 @@ impl Bag {
 
     /// The first of `keys` present, as text (numbers and booleans are written out); all of them removed.
     pub fn take_text(&mut self, keys: &[&str]) -> Option<String> {
-        let mut found = None;
-        for key in keys {
-            if let Some(value) = self.take(key)
-                && found.is_none()
-            {
-                found = match value {
-                    Value::String(s) if !s.is_empty() => Some(s),
-                    Value::Number(n) => Some(n.to_string()),
-                    Value::Bool(b) => Some(b.to_string()),
-                    _ => None,
-                };
-            }
-        }
-        found
+        self.take_first(keys, |value| match value {
+            Value::String(s) if !s.is_empty() => Some(s),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        })
     }
 
     /// The first of `keys` present as a non-negative integer (or a string of one); all of them removed.
     pub fn take_count(&mut self, keys: &[&str]) -> Option<u64> {
+        self.take_first(keys, |value| match value {
+            Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        })
+    }
+
+    /// The value of the first of `keys` present (a newer name before its
+    /// deprecated ones), converted; every one of them is removed, so none is
+    /// kept twice in the record's attributes.
+    fn take_first<T>(&mut self, keys: &[&str], convert: impl Fn(Value) -> Option<T>) -> Option<T> {
         let mut found = None;
         for key in keys {
             if let Some(value) = self.take(key)
                 && found.is_none()
             {
-                found = match value {
-                    Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
-                    Value::String(s) => s.trim().parse().ok(),
-                    _ => None,
-                };
+                found = convert(value);
             }
         }
         found
