@@ -184,3 +184,23 @@ async fn traces_commands_show_records_trees_and_usage() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn a_taken_grpc_port_is_named_with_the_flag_that_moves_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = common::run(&[
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--otlp-grpc-listen",
+        &addr,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&addr) && stderr.contains("--otlp-grpc-listen"), "{stderr}");
+}

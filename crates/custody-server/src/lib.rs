@@ -132,6 +132,10 @@ pub enum StartError {
     Bootstrap(String),
     #[error("the OTLP exporter: {0}")]
     Export(String),
+    #[error(
+        "cannot listen for OTLP/gRPC on {addr}: {reason} (is another collector running there? choose another with --otlp-grpc-listen, or `off`)"
+    )]
+    GrpcListen { addr: SocketAddr, reason: String },
     #[error("cannot listen on {addr}: {reason} (is another server running there? choose another with --listen)")]
     Listen { addr: SocketAddr, reason: String },
 }
@@ -316,7 +320,7 @@ async fn serve_grpc(
     addr: SocketAddr,
     state: AppState,
 ) -> Result<(SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>), StartError> {
-    let listen_error = |e: std::io::Error| StartError::Listen { addr, reason: e.to_string() };
+    let listen_error = |e: std::io::Error| StartError::GrpcListen { addr, reason: e.to_string() };
     let listener = TcpListener::bind(addr).await.map_err(listen_error)?;
     let local = listener.local_addr().map_err(listen_error)?;
     let (tx, rx) = oneshot::channel::<()>();
