@@ -76,6 +76,15 @@ fn text(key: &str, value: &str) -> KeyValue {
     }
 }
 
+/// A server of its own in `data`, and a `trace:write` key of the `bench`
+/// workspace: the OTLP requests name no workspace, so the key's files them.
+async fn writer_server(data: PathBuf) -> anyhow::Result<(custody_server::RunningServer, String)> {
+    let (server, key) = bench_server(data, |_| {}).await?;
+    let client = custody_client::Client::new(&format!("http://{}", server.local_addr), &key)?;
+    let (writer, _) = client.create_key("bench", "trace:write", Some("bench")).await?;
+    Ok((server, writer))
+}
+
 /// Posts the template with a fresh trace id each time (written in place at the
 /// offsets where the template's id sits).
 struct OtlpAppender {
@@ -130,13 +139,9 @@ pub async fn otlp(args: OtlpBenchArgs) -> anyhow::Result<()> {
         otlp_body.windows(16).enumerate().filter(|(_, w)| *w == TEMPLATE_TRACE).map(|(i, _)| i).collect();
     anyhow::ensure!(offsets.len() == batch, "the template's trace id is where the spans are");
 
-    let (server, key) = bench_server(tmp.path().join("server"), |_| {}).await?;
-    let addr = server.local_addr;
-    // The OTLP request names no workspace: a key of the `bench` workspace files it there.
-    let client = custody_client::Client::new(&format!("http://{addr}"), &key)?;
-    let (writer, _) = client.create_key("bench", "trace:write", Some("bench")).await?;
     println!(
-        "{} connections × {batch} records per request, {} s each: native JSON {} bytes, OTLP protobuf {} bytes per request",
+        "{} connections × {batch} records per request, {} s each, each path on a server of its own: \
+         native JSON {} bytes, OTLP protobuf {} bytes per request",
         args.clients,
         seconds.as_secs(),
         native_body.len(),
@@ -144,13 +149,20 @@ pub async fn otlp(args: OtlpBenchArgs) -> anyhow::Result<()> {
     );
 
     eprintln!("driving the native JSON API…");
-    let native =
-        measure(TraceAppender::connections(addr, &writer, &native_body, args.clients.max(1)).await?, seconds).await?;
+    let (server, writer) = writer_server(tmp.path().join("native")).await?;
+    let native = measure(
+        TraceAppender::connections(server.local_addr, &writer, &native_body, args.clients.max(1)).await?,
+        seconds,
+    )
+    .await?;
+    server.shutdown().await?;
+
     eprintln!("driving OTLP/HTTP protobuf…");
+    let (server, writer) = writer_server(tmp.path().join("otlp")).await?;
     let mut otlp = Vec::new();
     for c in 0..args.clients.max(1) {
         otlp.push(OtlpAppender {
-            connection: RawConnection::open(addr).await?,
+            connection: RawConnection::open(server.local_addr).await?,
             key: writer.clone(),
             body: otlp_body.clone(),
             offsets: offsets.clone(),
@@ -158,16 +170,20 @@ pub async fn otlp(args: OtlpBenchArgs) -> anyhow::Result<()> {
         });
     }
     let otlp = measure(otlp, seconds).await?;
+    server.shutdown().await?;
     println!();
     let native_rate =
         print("native JSON, POST /api/v1/traces (202 once in the trace WAL)", &native, batch, native_body.len());
-    let otlp_rate =
-        print("OTLP/HTTP protobuf, POST /v1/traces (200 once in the window's WAL)", &otlp, batch, otlp_body.len());
+    let otlp_rate = print(
+        "OTLP/HTTP protobuf, POST /v1/traces (200 once in the trace WAL, links in the window's)",
+        &otlp,
+        batch,
+        otlp_body.len(),
+    );
     println!("  OTLP / native: {:.2}x", otlp_rate / native_rate);
     if let Some(rss) = peak_rss_mib() {
-        println!("  peak RSS of the process (server and load generator): {rss:.0} MiB");
+        println!("  peak RSS of the process (a server and the load generator): {rss:.0} MiB");
     }
-    server.shutdown().await?;
     println!();
     println!("target: OTLP/HTTP protobuf ingest at least the native rate");
     println!("otlp: {}", if otlp_rate >= native_rate { "target met" } else { "target missed" });

@@ -19,16 +19,22 @@
 //! (`pressure`). A trace's links stay known for `link_retention` after its last
 //! span, so a straggler still finds its ancestors; later ones wait and time out.
 //!
-//! Durability. Admitted spans are appended to a write-ahead log of their own
-//! (one fsync per request) before the request is answered; once their records
-//! are in the trace store, an `emitted` frame says so. On start the log is
-//! replayed: spans not emitted wait again, emitted ones are links only. A span
-//! emitted twice (a crash between the store's acknowledgement and the `emitted`
-//! frame) has the same record id both times, and the store keeps one. Log
-//! segments are deleted once all their spans are emitted and the links they
-//! hold are past retention.
+//! Durability. A request is answered once its spans are durable. The spans
+//! whose ancestors are already known — in the window or in the same request,
+//! the usual case when an exporter sends a trace in one batch — are resolved on
+//! arrival: their records go to the trace store (durable in its write-ahead
+//! log) and the window's own log keeps only their links. When the store
+//! cannot take them, the request is refused as retryable (429 / 503, gRPC
+//! `UNAVAILABLE`) and nothing of it is kept. The other spans are appended whole
+//! to the window's log (one fsync per request); once their records are in the
+//! trace store, an `emitted` frame says so. On start the log is replayed: spans
+//! not emitted wait again, emitted ones and links are links only. A span
+//! stored twice (a crash between the store's acknowledgement and the `emitted`
+//! frame, or a retried request) has the same record id both times, and the
+//! store keeps one. Log segments are deleted once all their spans are emitted
+//! and the links they hold are past retention.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -137,6 +143,9 @@ fn encode(frame: &FrameOut<'_>) -> Result<Vec<u8>, AssemblyError> {
 }
 
 type TraceKey = (String, String);
+
+/// What the window knows of a trace, beside the request's spans of it (by span id).
+type RequestTrace<'a> = (Option<&'a Trace>, HashMap<&'a str, usize>);
 
 struct Pending {
     record: TraceRecord,
@@ -277,8 +286,10 @@ impl Assembler {
         Ok(assembler)
     }
 
-    /// Makes the spans durable in the window's log and takes them in. Returns
-    /// once they are durable; their records reach the store when resolved.
+    /// Makes the spans durable and takes them in; returns once they are. A
+    /// span whose ancestors are already known (in the window or in the same
+    /// request) goes straight to the store, and the window's log keeps only its
+    /// links; the others wait in the log until resolved.
     pub async fn admit(self: &Arc<Self>, entries: Vec<SpanEntry>) -> Result<(), AssemblyError> {
         if !self.running.load(Ordering::SeqCst) {
             return Err(AssemblyError::ShuttingDown);
@@ -290,6 +301,30 @@ impl Assembler {
             self.wake.notify_one();
             return Err(AssemblyError::Busy { retry_after: Duration::from_secs(1) });
         }
+        let (entries, direct) = {
+            let state = lock(&self.state);
+            state.plan(entries)
+        };
+        let stored = direct.len();
+        if !direct.is_empty() {
+            let mut prepared = Vec::with_capacity(direct.len());
+            for (_, record) in direct {
+                match StoredRecord::prepare_checked(record) {
+                    Ok(p) => prepared.push(p),
+                    Err(error) => {
+                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %error, "an OTLP span's record was refused by the store's checks; dropped");
+                    }
+                }
+            }
+            // Refused whole and retryable, as on the native API: nothing of the
+            // request is logged, and the exporter sends it again.
+            self.store.append_prepared(prepared).await.map_err(|error| match error {
+                TraceError::Busy { retry_after } => AssemblyError::Busy { retry_after },
+                TraceError::ShuttingDown => AssemblyError::ShuttingDown,
+                other => AssemblyError::Unavailable(other.to_string()),
+            })?;
+        }
         let at_ms = now_ms();
         let frames: Vec<(SpanEntry, Vec<u8>)> = entries
             .into_iter()
@@ -299,6 +334,8 @@ impl Assembler {
         tokio::task::spawn_blocking(move || this.admit_blocking(frames, at_ms))
             .await
             .map_err(|e| AssemblyError::Unavailable(e.to_string()))??;
+        self.counters.resolved_complete.fetch_add(stored as u64, Ordering::Relaxed);
+        self.counters.emitted.fetch_add(stored as u64, Ordering::Relaxed);
         self.wake.notify_one();
         Ok(())
     }
@@ -532,6 +569,67 @@ impl Trace {
 }
 
 impl State {
+    /// Splits a request's spans: drops those already known (a duplicated
+    /// batch), and takes out — attributed — the records whose ancestors are all
+    /// known here or in the request itself, which can be stored at once. What
+    /// remains is the spans to log: links only for the records taken out.
+    fn plan(&self, entries: Vec<SpanEntry>) -> (Vec<SpanEntry>, Vec<(usize, TraceRecord)>) {
+        let window_trace =
+            |(workspace, trace_id): (&str, &str)| self.traces.get(&(workspace.to_owned(), trace_id.to_owned()));
+        let keep: Vec<bool> = {
+            let mut traces: HashMap<(&str, &str), Option<&Trace>> = HashMap::new();
+            let mut seen: HashSet<(&str, &str, &str)> = HashSet::new();
+            entries
+                .iter()
+                .map(|e| {
+                    let key = (e.workspace.as_str(), e.trace_id.as_str());
+                    let trace = *traces.entry(key).or_insert_with(|| window_trace(key));
+                    !trace.is_some_and(|t| t.nodes.contains_key(&e.span_id)) && seen.insert((key.0, key.1, &e.span_id))
+                })
+                .collect()
+        };
+        let mut fresh: Vec<SpanEntry> =
+            entries.into_iter().zip(keep).filter_map(|(e, keep)| keep.then_some(e)).collect();
+        let resolvable: Vec<(usize, Option<Attribution>)> = {
+            let mut traces: HashMap<(&str, &str), RequestTrace<'_>> = HashMap::new();
+            for (i, e) in fresh.iter().enumerate() {
+                let key = (e.workspace.as_str(), e.trace_id.as_str());
+                traces.entry(key).or_insert_with(|| (window_trace(key), HashMap::new())).1.insert(&e.span_id, i);
+            }
+            let fresh = &fresh;
+            fresh
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.record.is_some())
+                .filter_map(|(i, e)| {
+                    // A record that states its own attribution keeps it.
+                    if e.attributed {
+                        return Some((i, None));
+                    }
+                    let (known, batch) = &traces[&(e.workspace.as_str(), e.trace_id.as_str())];
+                    let links = |id: &str| {
+                        known
+                            .and_then(|t| t.nodes.get(id))
+                            .map(Node::link)
+                            .or_else(|| batch.get(id).map(|&j| entry_link(&fresh[j])))
+                    };
+                    attribute(links, &e.span_id, &e.trace_id, false).map(|a| (i, Some(a)))
+                })
+                .collect()
+        };
+        let direct = resolvable
+            .into_iter()
+            .filter_map(|(i, attribution)| {
+                let mut record = fresh[i].record.take()?;
+                if let Some(attribution) = attribution {
+                    attribution.apply(&mut record);
+                }
+                Some((i, record))
+            })
+            .collect();
+        (fresh, direct)
+    }
+
     /// Takes a span in; false when the same span is already known.
     fn insert(&mut self, entry: SpanEntry, bytes: usize, at_ms: u64, segment: u64) -> bool {
         let key = (entry.workspace.as_str().to_owned(), entry.trace_id);
@@ -597,7 +695,9 @@ impl State {
             let attribution = if trace.nodes[&span_id].attributed {
                 None
             } else {
-                let Some(found) = attribute(&trace.nodes, &span_id, &key.1, forced.is_some()) else { continue };
+                let nodes = &trace.nodes;
+                let links = |id: &str| nodes.get(id).map(Node::link);
+                let Some(found) = attribute(links, &span_id, &key.1, forced.is_some()) else { continue };
                 Some(found)
             };
             let complete = attribution.as_ref().is_none_or(|a| a.complete);
@@ -613,10 +713,7 @@ impl State {
             trace.pending -= 1;
             let mut record = pending.record;
             if let Some(attribution) = attribution {
-                record.session_id = attribution.session_id;
-                record.process_id = attribution.process_id;
-                record.parent_process_id = attribution.parent_process_id;
-                record.agent_name = attribution.agent_name;
+                attribution.apply(&mut record);
             }
             out.push(Outgoing { key: key.clone(), span_id, record, bytes: pending.bytes, segment: pending.segment });
         }
@@ -638,13 +735,37 @@ struct Attribution {
     complete: bool,
 }
 
-/// Walks up from `span_id`; `None` while an ancestor it needs is missing (unless `force`).
-fn attribute(nodes: &HashMap<String, Node>, span_id: &str, trace_id: &str, force: bool) -> Option<Attribution> {
+/// What attribution reads off a span: its links, not its record.
+#[derive(Clone, Copy)]
+struct Link<'a> {
+    parent: Option<&'a str>,
+    agent: Option<&'a Agent>,
+    session: Option<&'a str>,
+}
+
+impl Node {
+    fn link(&self) -> Link<'_> {
+        Link { parent: self.parent.as_deref(), agent: self.agent.as_ref(), session: self.session.as_deref() }
+    }
+}
+
+fn entry_link(entry: &SpanEntry) -> Link<'_> {
+    Link { parent: entry.parent_span_id.as_deref(), agent: entry.agent.as_ref(), session: entry.session.as_deref() }
+}
+
+/// Walks up from `span_id` through the spans `links` knows; `None` while an
+/// ancestor it needs is missing (unless `force`).
+fn attribute<'a>(
+    links: impl Fn(&str) -> Option<Link<'a>>,
+    span_id: &'a str,
+    trace_id: &str,
+    force: bool,
+) -> Option<Attribution> {
     const MAX_DEPTH: usize = 4096;
-    let start = nodes.get(span_id)?;
-    let mut process: Option<(&str, Option<&String>)> = start.agent.as_ref().map(|a| (span_id, a.name.as_ref()));
+    let start = links(span_id)?;
+    let mut process: Option<(&str, Option<&String>)> = start.agent.map(|a| (span_id, a.name.as_ref()));
     let mut parent_process: Option<Option<&str>> = None;
-    let mut session = start.session.as_deref();
+    let mut session = start.session;
     let mut top = span_id;
     let mut node = start;
     let mut complete = true;
@@ -652,15 +773,15 @@ fn attribute(nodes: &HashMap<String, Node>, span_id: &str, trace_id: &str, force
         if process.is_some() && parent_process.is_some() && session.is_some() {
             break;
         }
-        let Some(parent_id) = node.parent.as_deref() else { break };
-        let Some(parent) = nodes.get(parent_id).filter(|_| depth < MAX_DEPTH) else {
+        let Some(parent_id) = node.parent else { break };
+        let Some(parent) = links(parent_id).filter(|_| depth < MAX_DEPTH) else {
             if !force {
                 return None;
             }
             complete = false;
             break;
         };
-        if let Some(agent) = &parent.agent {
+        if let Some(agent) = parent.agent {
             if process.is_none() {
                 process = Some((parent_id, agent.name.as_ref()));
             } else if parent_process.is_none() {
@@ -668,7 +789,7 @@ fn attribute(nodes: &HashMap<String, Node>, span_id: &str, trace_id: &str, force
             }
         }
         if session.is_none() {
-            session = parent.session.as_deref();
+            session = parent.session;
         }
         top = parent_id;
         node = parent;
@@ -684,15 +805,28 @@ fn attribute(nodes: &HashMap<String, Node>, span_id: &str, trace_id: &str, force
     })
 }
 
+impl Attribution {
+    fn apply(self, record: &mut TraceRecord) {
+        record.session_id = self.session_id;
+        record.process_id = self.process_id;
+        record.parent_process_id = self.parent_process_id;
+        record.agent_name = self.agent_name;
+    }
+}
+
 /// The records spans resolve to when they arrive in `batches`, one batch after
 /// another, and then wait out the window: the window run in memory, for tests
 /// and the fuzz target.
 pub fn resolve_batches(batches: Vec<Vec<SpanEntry>>) -> Vec<TraceRecord> {
     let mut state = State::default();
     let counters = AssemblyCounters::default();
+    let mut records = Vec::new();
     for batch in batches {
+        // As `admit` does with a store that takes everything.
+        let (entries, direct) = state.plan(batch);
+        records.extend(direct.into_iter().map(|(_, record)| record));
         let mut keys = Vec::new();
-        for entry in batch {
+        for entry in entries {
             let key = (entry.workspace.as_str().to_owned(), entry.trace_id.clone());
             if state.insert(entry, 0, 0, 0) {
                 keys.push(key);
@@ -708,5 +842,6 @@ pub fn resolve_batches(batches: Vec<Vec<SpanEntry>>) -> Vec<TraceRecord> {
     for key in &keys {
         state.resolve_trace(key, Some((Resolution::Timeout, u64::MAX)), &counters);
     }
-    state.outbox.into_iter().map(|o| o.record).collect()
+    records.extend(state.outbox.into_iter().map(|o| o.record));
+    records
 }

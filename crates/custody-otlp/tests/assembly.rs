@@ -165,3 +165,125 @@ async fn waiting_spans_survive_a_restart_and_are_stored_once() {
     assembler.close().await.unwrap();
     store.close().await.unwrap();
 }
+
+fn agents_and_the_rest(all: Vec<SpanEntry>) -> (Vec<SpanEntry>, Vec<SpanEntry>) {
+    all.into_iter().partition(|e| e.record.as_ref().is_some_and(|r| r.kind == RecordKind::Agent))
+}
+
+/// Agents first, in one batch: each is resolved on arrival and stored at
+/// once, and the window keeps only its links; after a restart, the calls that
+/// come later still find them.
+#[tokio::test]
+async fn spans_resolved_on_arrival_are_stored_at_once_and_their_links_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        open_trace_store(&format!("parquet://{}", dir.path().join("traces").display()), IngestOptions::default())
+            .unwrap();
+    let window = dir.path().join("otlp");
+    let options = AssemblyOptions { tick: Duration::from_millis(20), ..AssemblyOptions::default() };
+    let (agents, calls) = agents_and_the_rest(entries(&swarm()));
+    assert_eq!(agents.len(), 6);
+
+    let assembler = Assembler::open(&window, options.clone(), store.clone()).unwrap();
+    assembler.admit(agents).await.unwrap();
+    // No drain: the records are in the store when `admit` returns.
+    assert_eq!(rows(&store).await.len(), 6, "the agents are stored on arrival");
+    assert_eq!(assembler.stats().pending_spans, 0);
+    assembler.close().await.unwrap();
+    drop(assembler);
+
+    let assembler = Assembler::open(&window, options, store.clone()).unwrap();
+    assert_eq!(assembler.stats().tracked_spans, 6, "the agents' links were replayed");
+    assembler.admit(calls).await.unwrap();
+    assert_eq!(assembler.stats().pending_spans, 0, "every call found its agent");
+    let counters = &assembler.counters;
+    assert_eq!(counters.resolved_complete.load(std::sync::atomic::Ordering::Relaxed), 6);
+    assert_eq!(counters.resolved_timeout.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let stored = rows(&store).await;
+    assert_eq!(attribution(&stored), expected());
+    assert_eq!(by_id(stored), by_id(resolve_batches(vec![entries(&swarm())])));
+    assembler.close().await.unwrap();
+    store.close().await.unwrap();
+}
+
+/// A trace store that refuses appends while `refusing` is set.
+struct Refusing {
+    inner: Arc<dyn TraceStore>,
+    refusing: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl TraceStore for Refusing {
+    async fn append_prepared(&self, records: Vec<custody_trace::Prepared>) -> Result<usize, custody_trace::TraceError> {
+        if self.refusing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(custody_trace::TraceError::Unavailable("refusing, as the test asks".into()));
+        }
+        self.inner.append_prepared(records).await
+    }
+    async fn get(
+        &self,
+        w: &WorkspaceName,
+        id: &str,
+    ) -> Result<Option<custody_trace::TraceRow>, custody_trace::TraceError> {
+        self.inner.get(w, id).await
+    }
+    async fn search(&self, q: &RecordQuery) -> Result<custody_trace::RecordPage, custody_trace::TraceError> {
+        self.inner.search(q).await
+    }
+    async fn session_calls(
+        &self,
+        w: &WorkspaceName,
+        sessions: &[String],
+    ) -> Result<Vec<(String, custody_trace::CallSummary)>, custody_trace::TraceError> {
+        self.inner.session_calls(w, sessions).await
+    }
+    async fn usage(
+        &self,
+        q: &custody_trace::UsageQuery,
+    ) -> Result<Vec<custody_trace::UsageRow>, custody_trace::TraceError> {
+        self.inner.usage(q).await
+    }
+    async fn health(&self) -> Result<(), custody_trace::TraceError> {
+        self.inner.health().await
+    }
+    fn stats(&self) -> custody_trace::StoreStats {
+        self.inner.stats()
+    }
+    async fn close(&self) -> Result<(), custody_trace::TraceError> {
+        self.inner.close().await
+    }
+}
+
+/// The store refuses the records resolved on arrival: the request is refused
+/// as retryable and nothing of it is kept; sent again once the store takes
+/// records, it is stored whole, once.
+#[tokio::test]
+async fn a_request_the_store_cannot_take_is_refused_whole_and_stored_when_sent_again() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let inner =
+        open_trace_store(&format!("parquet://{}", dir.path().join("traces").display()), IngestOptions::default())
+            .unwrap();
+    let store = Arc::new(Refusing { inner: inner.clone(), refusing: true.into() });
+    let window = dir.path().join("otlp");
+    let options = AssemblyOptions { tick: Duration::from_millis(20), ..AssemblyOptions::default() };
+
+    let assembler = Assembler::open(&window, options.clone(), store.clone()).unwrap();
+    let refused = assembler.admit(entries(&swarm())).await;
+    assert!(matches!(refused, Err(custody_otlp::AssemblyError::Unavailable(_))), "{refused:?}");
+    assert_eq!(assembler.stats(), Default::default(), "nothing of the refused request is kept");
+    assembler.close().await.unwrap();
+    drop(assembler);
+
+    let assembler = Assembler::open(&window, options, store.clone()).unwrap();
+    assert_eq!(assembler.stats().tracked_spans, 0, "nothing of it was logged either");
+    store.refusing.store(false, Ordering::SeqCst);
+    assembler.admit(entries(&swarm())).await.unwrap();
+    assembler.admit(entries(&swarm())).await.unwrap();
+    assembler.drain().await.unwrap();
+    let stored = rows(&inner).await;
+    assert_eq!(stored.len(), 12, "each record once");
+    assert_eq!(attribution(&stored), expected());
+    assembler.close().await.unwrap();
+    inner.close().await.unwrap();
+}
