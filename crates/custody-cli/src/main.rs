@@ -8,6 +8,7 @@ mod bench;
 mod bench_otlp;
 mod bench_trace;
 mod keys;
+mod report;
 mod traces;
 mod verify;
 
@@ -70,6 +71,25 @@ enum Command {
     /// Query the trace store of a running server: records, session trees, usage
     #[command(subcommand)]
     Traces(traces::TracesCommand),
+    /// The chain of custody of an action: both witnesses side by side, checked
+    #[command(long_about = "The chain of custody of an action, from a running server.\n\n\
+        Shows what the agent did, who authorized it (within the principal's ceiling, or on which intent \
+        approved by whom and when), which model produced the output and what data it considered; then the \
+        audit events with their inclusion proofs against the latest signed checkpoint, and the model calls, \
+        retrievals and tool calls with their content hashes. The report is verified before it is shown. \
+        When one store is down, the report says so and shows the other.\n\n\
+        Examples:\n  custody report act-123 --workspace acme\n  \
+        custody report act-123 --format json\n  custody report act-123 --bundle act-123.json")]
+    Report(report::ReportArgs),
+    /// Check a bundle offline, without a server (exit 1 naming what is wrong)
+    #[command(long_about = "Check a bundle written by `custody report --bundle`, offline.\n\n\
+        Verifies the checkpoint's signature, that every audit entry's bytes hash to its leaf and its \
+        inclusion proof leads to the checkpoint's root, that the events shown are the entries' events, that \
+        every trace record hashes to its content hash and every model call the audit events name is there, \
+        and that the answers follow from that evidence. Exits 0 when valid, 1 with the reason otherwise.\n\n\
+        Example:\n  custody verify-bundle act-123.json --public-key \"$(curl -s -H 'authorization: Bearer …' \
+        http://127.0.0.1:7300/api/v1/audit/public-key)\"")]
+    VerifyBundle(report::VerifyBundleArgs),
     /// Measure Custody against a naive baseline in the same run
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -166,6 +186,8 @@ fn main() -> ExitCode {
             Command::Verify(args) => verify::run(args).await,
             Command::Keys(command) => keys::run(command).await.map(|()| ExitCode::SUCCESS),
             Command::Traces(command) => traces::run(command).await.map(|()| ExitCode::SUCCESS),
+            Command::Report(args) => report::report(args).await,
+            Command::VerifyBundle(args) => report::verify(args),
             Command::Bench(command) => bench::run(command).await.map(|()| ExitCode::SUCCESS),
         }
     });

@@ -5,14 +5,27 @@ use clap::{Args, Subcommand, ValueEnum};
 use custody_client::{Client, TraceQuery};
 use serde_json::Value;
 
+/// Where the server is and the key that reads it.
 #[derive(Args)]
-pub struct ReadArgs {
+pub struct ServerArgs {
     /// The server's base URL
     #[arg(long, env = "CUSTODY_SERVER", default_value = "http://127.0.0.1:7300")]
-    server: String,
+    pub server: String,
     /// An API key with scope read (or admin)
     #[arg(long, env = "CUSTODY_KEY", hide_env_values = true)]
-    key: String,
+    pub key: String,
+}
+
+impl ServerArgs {
+    pub fn client(&self) -> Result<Client, custody_client::ClientError> {
+        Client::new(&self.server, &self.key)
+    }
+}
+
+#[derive(Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    server: ServerArgs,
     /// The workspace to read [default: the key's own]
     #[arg(long)]
     workspace: Option<String>,
@@ -122,7 +135,7 @@ pub enum TracesCommand {
 pub async fn run(command: TracesCommand) -> anyhow::Result<()> {
     match command {
         TracesCommand::Query { read, filters } => {
-            let client = Client::new(&read.server, &read.key)?;
+            let client = read.server.client()?;
             let query = filters.into_query(read.workspace.clone());
             let (records, next) = client.trace_records(&query).await?;
             if read.format == Format::Json {
@@ -139,7 +152,7 @@ pub async fn run(command: TracesCommand) -> anyhow::Result<()> {
             }
         }
         TracesCommand::Tree { session_id, read } => {
-            let client = Client::new(&read.server, &read.key)?;
+            let client = read.server.client()?;
             let tree = client.session_tree(read.workspace.as_deref(), &session_id).await?;
             if read.format == Format::Json {
                 println!("{}", serde_json::to_string_pretty(&tree)?);
@@ -148,7 +161,7 @@ pub async fn run(command: TracesCommand) -> anyhow::Result<()> {
             }
         }
         TracesCommand::Usage { read, group_by, session_id, since, until } => {
-            let client = Client::new(&read.server, &read.key)?;
+            let client = read.server.client()?;
             let keys: Vec<&str> = group_by.split(',').map(str::trim).filter(|k| !k.is_empty()).collect();
             let mut filters = Vec::new();
             for (name, value) in [("session_id", &session_id), ("since", &since), ("until", &until)] {

@@ -280,6 +280,16 @@ impl Client {
     }
 
     /// Creates a key; returns the secret token (shown only now) and the key's description.
+    /// The chain of custody of an action (`GET /api/v1/custody/actions/{id}`),
+    /// as the server assembled it. Check it with [`custody_chain::verify_bundle`].
+    pub async fn action_report(&self, workspace: Option<&str>, action_id: &str) -> Result<Vec<u8>, ClientError> {
+        let mut request = self.request(Method::GET, &format!("/api/v1/custody/actions/{}", traces::segment(action_id)));
+        if let Some(workspace) = workspace {
+            request = request.query(&[("workspace", workspace)]);
+        }
+        Ok(self.send(request).await?.bytes().await?.to_vec())
+    }
+
     pub async fn create_key(
         &self,
         workspace: &str,

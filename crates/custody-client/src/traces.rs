@@ -143,7 +143,7 @@ impl Client {
 }
 
 /// `s` as one URL path segment (percent-encoded outside the unreserved characters).
-fn segment(s: &str) -> String {
+pub(crate) fn segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -127,17 +127,23 @@ async fn rows(store: &Arc<dyn TraceStore>) -> Vec<TraceRecord> {
     store.records(&query).await.unwrap().records.into_iter().map(|r| r.record).collect()
 }
 
-/// Children first, a restart while they wait, the parents after it, and a
-/// batch delivered twice: every record stored once, attributed as if the
-/// spans had come together.
-#[tokio::test]
-async fn waiting_spans_survive_a_restart_and_are_stored_once() {
+/// A real trace store and a window directory beside it, in a temporary directory.
+fn setup() -> (tempfile::TempDir, Arc<dyn TraceStore>, std::path::PathBuf, AssemblyOptions) {
     let dir = tempfile::tempdir().unwrap();
     let store =
         open_trace_store(&format!("parquet://{}", dir.path().join("traces").display()), IngestOptions::default())
             .unwrap();
     let window = dir.path().join("otlp");
     let options = AssemblyOptions { tick: Duration::from_millis(20), ..AssemblyOptions::default() };
+    (dir, store, window, options)
+}
+
+/// Children first, a restart while they wait, the parents after it, and a
+/// batch delivered twice: every record stored once, attributed as if the
+/// spans had come together.
+#[tokio::test]
+async fn waiting_spans_survive_a_restart_and_are_stored_once() {
+    let (_dir, store, window, options) = setup();
     let all = entries(&swarm());
     let (parents, children): (Vec<SpanEntry>, Vec<SpanEntry>) =
         all.into_iter().partition(|e| ["0000000000001001", "0000000000001003"].contains(&e.span_id.as_str()));
@@ -175,12 +181,7 @@ fn agents_and_the_rest(all: Vec<SpanEntry>) -> (Vec<SpanEntry>, Vec<SpanEntry>) 
 /// come later still find them.
 #[tokio::test]
 async fn spans_resolved_on_arrival_are_stored_at_once_and_their_links_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let store =
-        open_trace_store(&format!("parquet://{}", dir.path().join("traces").display()), IngestOptions::default())
-            .unwrap();
-    let window = dir.path().join("otlp");
-    let options = AssemblyOptions { tick: Duration::from_millis(20), ..AssemblyOptions::default() };
+    let (_dir, store, window, options) = setup();
     let (agents, calls) = agents_and_the_rest(entries(&swarm()));
     assert_eq!(agents.len(), 6);
 
@@ -260,13 +261,8 @@ impl TraceStore for Refusing {
 #[tokio::test]
 async fn a_request_the_store_cannot_take_is_refused_whole_and_stored_when_sent_again() {
     use std::sync::atomic::Ordering;
-    let dir = tempfile::tempdir().unwrap();
-    let inner =
-        open_trace_store(&format!("parquet://{}", dir.path().join("traces").display()), IngestOptions::default())
-            .unwrap();
+    let (_dir, inner, window, options) = setup();
     let store = Arc::new(Refusing { inner: inner.clone(), refusing: true.into() });
-    let window = dir.path().join("otlp");
-    let options = AssemblyOptions { tick: Duration::from_millis(20), ..AssemblyOptions::default() };
 
     let assembler = Assembler::open(&window, options.clone(), store.clone()).unwrap();
     let refused = assembler.admit(entries(&swarm())).await;

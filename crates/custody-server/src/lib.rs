@@ -8,6 +8,7 @@
 
 mod audit_api;
 mod auth;
+pub mod custody_api;
 mod error;
 mod health;
 mod keys_api;
@@ -425,6 +426,7 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/traces/sessions/{session_id}/tree", get(trace_api::session_tree))
         .route("/api/v1/traces/usage", get(trace_api::usage))
         .route("/v1/traces", post(otlp_api::http_export))
+        .route("/api/v1/custody/actions/{action_id}", get(custody_api::action))
         .route("/api/v1/keys", post(keys_api::create).get(keys_api::list))
         .route("/api/v1/keys/{id}", delete(keys_api::revoke))
         .route("/healthz", get(health::healthz))

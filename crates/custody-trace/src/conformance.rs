@@ -181,6 +181,12 @@ pub async fn searches_filter_and_page(dir: PathBuf, opener: impl Opener) {
     assert_eq!(count(q).await.len(), 6);
     let q = RecordQuery { kind: Some(RecordKind::ToolCall), ..query(&ws, 1000) };
     assert!(count(q).await.is_empty());
+    let q = RecordQuery { action_id: Some("act-17".into()), ..query(&ws, 1000) };
+    let named = count(q).await;
+    assert_eq!(named.len(), 1, "one record names act-17");
+    assert_eq!(named[0].record.action_ids, ["act-17"]);
+    let q = RecordQuery { action_id: Some("act-1".into()), ..query(&ws, 1000) };
+    assert_eq!(count(q).await.len(), 1, "`act-1` matches whole ids, not prefixes");
     let since = records[10].record.started_at;
     let until = records[20].record.started_at;
     let q = RecordQuery { since: Some(since), until: Some(until), ..query(&ws, 1000) };

@@ -234,6 +234,9 @@ impl TraceStore for ParquetTraceStore {
         if let Some(status) = query.status {
             filters.push(col("status").eq(lit(status_str(status))));
         }
+        if let Some(action) = &query.action_id {
+            filters.push(datafusion::functions_nested::expr_fn::array_has(col("action_ids"), lit(action.as_str())));
+        }
         if let Some(after) = &query.after {
             let at = timestamp(after.started_at);
             filters.push(
@@ -251,6 +254,7 @@ impl TraceStore for ParquetTraceStore {
                 && is(&query.model, r.model.as_ref())
                 && query.kind.is_none_or(|k| k == r.kind)
                 && query.status.is_none_or(|s| s == r.status)
+                && query.action_id.as_ref().is_none_or(|a| r.action_ids.contains(a))
                 && query.since.is_none_or(|t| r.started_at >= t)
                 && query.until.is_none_or(|t| r.started_at < t)
         };

@@ -101,6 +101,8 @@ pub struct RecordQuery {
     pub model: Option<String>,
     pub kind: Option<RecordKind>,
     pub status: Option<RecordStatus>,
+    /// Records whose `action_ids` name this action.
+    pub action_id: Option<String>,
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
     pub limit: usize,
