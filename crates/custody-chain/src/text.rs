@@ -122,18 +122,23 @@ pub fn render_text(report: &ActionReport) -> String {
                     .flatten()
                     .filter_map(Value::as_str)
                     .collect();
+                let model = match r.get("model").and_then(Value::as_str) {
+                    Some(model) => format!(" {} {model} {}", field(r, "provider"), field(r, "model_version")),
+                    None => String::new(),
+                };
                 let _ = writeln!(
                     out,
-                    "  {} {:<10} {} {} {}  agent {} ({})  sha256 {}",
+                    "  {} {:<10}{model}  agent {} ({})  sha256 {}",
                     field(r, "started_at"),
                     field(r, "kind"),
-                    field(r, "provider"),
-                    field(r, "model"),
-                    field(r, "model_version"),
                     field(r, "agent_name"),
                     path.join("/"),
                     &field(r, "content_hash").chars().take(16).collect::<String>()
                 );
+                for call in r.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                    let arguments = call.get("arguments").map(Value::to_string).unwrap_or_default();
+                    let _ = writeln!(out, "      tool:     {}({arguments})", field(call, "name"));
+                }
                 let input = content_summary(r.get("input"));
                 if !input.is_empty() {
                     let _ = writeln!(out, "      saw:      {input}");

@@ -7,6 +7,7 @@
 mod bench;
 mod bench_otlp;
 mod bench_trace;
+mod demo;
 mod keys;
 mod report;
 mod traces;
@@ -90,6 +91,17 @@ enum Command {
         Example:\n  custody verify-bundle act-123.json --public-key \"$(curl -s -H 'authorization: Bearer …' \
         http://127.0.0.1:7300/api/v1/audit/public-key)\"")]
     VerifyBundle(report::VerifyBundleArgs),
+    /// The worked example: a support agent's swarm, an approved send and a denied export, their chains of custody
+    #[command(long_about = "The worked example, through the public API as a real integration's would be.\n\n\
+        A support agent acting for user alice spawns two helpers: one reads the customer's history from a CRM, \
+        the other drafts an email with a model. Sending an external email is above alice's ceiling, so an \
+        intent is created and approved by user bob; the send is authorized and completed. The CRM helper also \
+        tries a bulk export of the customer list and is denied. Each gated step runs only after its audit \
+        append returned a verified receipt; model calls are recorded after they complete. Then it prints the \
+        chain of custody of the send and of the denial, writes the bundle of the send, and keeps the \
+        embedded server serving until Ctrl-C (--no-serve stops at once). Without --server it starts an embedded server.\n\n\
+        Examples:\n  custody demo\n  custody demo --server http://127.0.0.1:7300 --key $ADMIN_KEY")]
+    Demo(demo::DemoArgs),
     /// Measure Custody against a naive baseline in the same run
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -187,6 +199,7 @@ fn main() -> ExitCode {
             Command::Keys(command) => keys::run(command).await.map(|()| ExitCode::SUCCESS),
             Command::Traces(command) => traces::run(command).await.map(|()| ExitCode::SUCCESS),
             Command::Report(args) => report::report(args).await,
+            Command::Demo(args) => demo::run(args).await,
             Command::VerifyBundle(args) => report::verify(args),
             Command::Bench(command) => bench::run(command).await.map(|()| ExitCode::SUCCESS),
         }

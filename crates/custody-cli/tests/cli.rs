@@ -7,7 +7,7 @@ fn help_explains_every_command() {
     let out = common::run(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
-    for word in ["serve", "verify", "keys", "traces", "report", "verify-bundle", "bench", "Exit codes"] {
+    for word in ["serve", "verify", "keys", "traces", "report", "verify-bundle", "demo", "bench", "Exit codes"] {
         assert!(help.contains(word), "`custody --help` should mention {word}:\n{help}");
     }
     for (args, word) in [
@@ -28,6 +28,7 @@ fn help_explains_every_command() {
         (vec!["serve", "--help"], "--trace-store"),
         (vec!["report", "--help"], "--bundle"),
         (vec!["verify-bundle", "--help"], "--public-key"),
+        (vec!["demo", "--help"], "--no-serve"),
     ] {
         let out = common::run(&args);
         assert_eq!(out.status.code(), Some(0), "{args:?}");
