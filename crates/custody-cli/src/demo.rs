@@ -39,7 +39,7 @@ pub struct DemoArgs {
     /// Where the bundle of the send is written
     #[arg(long, default_value = "custody-demo-send.json")]
     bundle: PathBuf,
-    /// Stop the embedded server once the reports are printed, instead of serving until Ctrl-C
+    /// Stop the embedded server once the reports are printed, instead of serving the API and the dashboard until Ctrl-C
     #[arg(long)]
     no_serve: bool,
 }
@@ -66,6 +66,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 server.shutdown().await?;
             } else {
                 println!("The server keeps serving at {url} (read key {reader}); Ctrl-C stops it.");
+                println!("The dashboard: open {url}/ and sign in with that key.");
                 server.run_until(crate::shutdown_signal()).await?;
             }
         }

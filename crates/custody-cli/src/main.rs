@@ -99,7 +99,7 @@ enum Command {
         tries a bulk export of the customer list and is denied. Each gated step runs only after its audit \
         append returned a verified receipt; model calls are recorded after they complete. Then it prints the \
         chain of custody of the send and of the denial, writes the bundle of the send, and keeps the \
-        embedded server serving until Ctrl-C (--no-serve stops at once). Without --server it starts an embedded server.\n\n\
+        embedded server serving (the API, and the dashboard at /) until Ctrl-C (--no-serve stops at once). Without --server it starts an embedded server.\n\n\
         Examples:\n  custody demo\n  custody demo --server http://127.0.0.1:7300 --key $ADMIN_KEY")]
     Demo(demo::DemoArgs),
     /// Measure Custody against a naive baseline in the same run

@@ -9,6 +9,7 @@
 mod audit_api;
 mod auth;
 pub mod custody_api;
+mod dashboard;
 mod error;
 mod health;
 mod keys_api;
@@ -116,6 +117,7 @@ pub struct AppState {
     keys: Arc<dyn KeyStore>,
     metrics: Arc<Metrics>,
     refusals: Arc<auth::RefusalWindows>,
+    sessions: Arc<dashboard::Sessions>,
     config: Arc<ServerConfig>,
 }
 
@@ -236,6 +238,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         keys,
         metrics,
         refusals: Arc::new(auth::RefusalWindows::default()),
+        sessions: Arc::new(dashboard::Sessions::default()),
         config: Arc::new(config.clone()),
     };
     let generated_bootstrap_key = ensure_bootstrap_key(&state, config.bootstrap_key.as_deref()).await?;
@@ -429,6 +432,14 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/custody/actions/{action_id}", get(custody_api::action))
         .route("/api/v1/keys", post(keys_api::create).get(keys_api::list))
         .route("/api/v1/keys/{id}", delete(keys_api::revoke))
+        .route("/", get(dashboard::home))
+        .route("/signin", post(dashboard::sign_in))
+        .route("/signout", post(dashboard::sign_out))
+        .route("/verify", post(dashboard::verify))
+        .route("/audit", get(dashboard::audit))
+        .route("/actions/{action_id}", get(dashboard::action))
+        .route("/sessions/{session_id}", get(dashboard::session))
+        .route("/calls/{id}", get(dashboard::call))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -31,4 +31,4 @@ pub use store::{
     OpenError, RecordCursor, RecordPage, RecordQuery, StoreStats, TraceError, TraceRow, TraceStore, UsageKey,
     UsageQuery, UsageRow, open_trace_store,
 };
-pub use tree::{CallSummary, SessionTree};
+pub use tree::{CallSummary, ProcessNode, SessionTree};
