@@ -49,7 +49,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Some(url) => {
             let key =
                 args.key.as_deref().context("--server needs --key (or CUSTODY_KEY): an admin key of that server")?;
-            walk(url, key, &args).await?;
+            let reader = walk(url, key, &args).await?;
+            println!("The dashboard: open {url}/ and sign in with the read key {reader}.");
         }
         None => {
             let key = format!("demo-admin-{:016x}{:08x}", now_nanos(), std::process::id());
