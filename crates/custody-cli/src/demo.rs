@@ -124,7 +124,14 @@ async fn walk(url: &str, admin_key: &str, args: &DemoArgs) -> anyhow::Result<Str
     let (root, crm, drafter) = (p.id("support"), p.id("crm-helper"), p.id("drafter"));
     let (send, export) = (p.id("act-send-email"), p.id("act-bulk-export"));
     let agent = |name: &str| json!({"type": "agent", "id": format!("agent:{name}"), "on_behalf_of": "user:alice"});
-    let now = || Timestamp::now().to_string();
+    // The story's clock: it starts a minute ago and moves on with each step, so that the
+    // records' times tell the order things happened in (the log adds its own `recorded_at`).
+    let clock = std::cell::Cell::new(Timestamp::now().unix_nanos() - 60_000_000_000);
+    let advance = |ms: i64| {
+        clock.set(clock.get() + ms * 1_000_000);
+        Timestamp::from_unix_nanos(clock.get())
+    };
+    let now = || advance(50).to_string();
     let base = |kind: &str| json!({"workspace": WORKSPACE, "kind": kind});
     let merge = |mut a: Value, b: Value| {
         if let (Value::Object(a), Value::Object(b)) = (&mut a, b) {
@@ -132,11 +139,20 @@ async fn walk(url: &str, admin_key: &str, args: &DemoArgs) -> anyhow::Result<Str
         }
         a
     };
+    // Each takes as long as such a step does; agents run on (no end).
     let call = |process: &str, parent: Option<&str>, name: &str, kind: &str, extra: Value| {
+        let took_ms: i64 = match kind {
+            "model_call" => 1400,
+            "tool_call" => 320,
+            "retrieval" => 85,
+            _ => 0,
+        };
+        let started = advance(50);
+        let ended = (took_ms > 0).then(|| advance(took_ms).to_string());
         merge(
             json!({"workspace": WORKSPACE, "classification": "confidential", "kind": kind, "session_id": session,
                 "process_id": process, "parent_process_id": parent, "agent_name": name,
-                "started_at": now(), "status": "ok"}),
+                "started_at": started.to_string(), "ended_at": ended, "status": "ok"}),
             extra,
         )
     };

@@ -46,6 +46,10 @@ fn the_demo_prints_both_chains_of_custody_and_a_bundle_that_verifies() {
         .iter()
         .position(|e| e["event"]["kind"] == "authz.decision")
         .unwrap();
+    let records = good["trace"]["records"].as_array().unwrap().clone();
+    let find = |keep: &dyn Fn(&Value) -> bool| records.iter().position(keep).expect("such a record in the bundle");
+    let prompted = find(&|r| r["input"].as_array().is_some_and(|m| m.len() > 1));
+    let retrieval = find(&|r| r["kind"] == "retrieval");
     type Alter = Box<dyn Fn(&mut Value)>;
     let alterations: Vec<(&str, Alter)> = vec![
         (
@@ -69,10 +73,15 @@ fn the_demo_prints_both_chains_of_custody_and_a_bundle_that_verifies() {
         ),
         ("a grant", Box::new(|b| b["audit"]["grants"][0]["event"]["resource"]["id"] = json!("user:mallory"))),
         ("the credential's lifecycle", Box::new(|b| b["audit"]["credential_events"][0]["seq"] = json!(0))),
-        ("a prompt", Box::new(|b| b["trace"]["records"][1]["input"][1]["content"] = json!("Insult the customer"))),
+        (
+            "a prompt",
+            Box::new(move |b| b["trace"]["records"][prompted]["input"][1]["content"] = json!("Insult the customer")),
+        ),
         (
             "the retrieved context",
-            Box::new(|b| b["trace"]["records"][2]["retrieved_context"][0]["source"] = json!("crm://elsewhere")),
+            Box::new(move |b| {
+                b["trace"]["records"][retrieval]["retrieved_context"][0]["source"] = json!("crm://elsewhere")
+            }),
         ),
         ("a content hash", Box::new(|b| b["trace"]["records"][3]["content_hash"] = json!("22".repeat(32)))),
         ("the answer of who authorized", Box::new(|b| b["answers"]["authorized"] = json!("user:eve"))),
