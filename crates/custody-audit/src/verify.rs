@@ -81,7 +81,8 @@ pub async fn verify_log(
     Ok(outcome)
 }
 
-async fn verify_workspace(
+/// Verifies one workspace log of `log` (what [`verify_log`] does for each).
+pub async fn verify_workspace(
     log: &dyn AuditLog,
     verifier: &NoteVerifier,
     ws: &WorkspaceName,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{AuditSide, TraceSide};
+use crate::{AuditSide, TraceSide, text_at};
 
 /// What a review asks of an action, in words, each derived only from the
 /// evidence beside it (so a bundle cannot claim more than it proves).
@@ -21,21 +21,17 @@ pub struct Answers {
     pub data_considered: Vec<String>,
 }
 
-fn text<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter().try_fold(v, |v, key| v.get(key))?.as_str()
-}
-
 fn who(event: &Value) -> String {
-    let kind = text(event, &["principal", "type"]).unwrap_or("principal");
-    let id = text(event, &["principal", "id"]).unwrap_or("?");
-    match text(event, &["principal", "on_behalf_of"]) {
+    let kind = text_at(event, &["principal", "type"]).unwrap_or("principal");
+    let id = text_at(event, &["principal", "id"]).unwrap_or("?");
+    match text_at(event, &["principal", "on_behalf_of"]) {
         Some(user) => format!("{kind} {id} (on behalf of {user})"),
         None => format!("{kind} {id}"),
     }
 }
 
 fn when(event: &Value) -> Option<&str> {
-    text(event, &["occurred_at"]).or_else(|| text(event, &["recorded_at"]))
+    text_at(event, &["occurred_at"]).or_else(|| text_at(event, &["recorded_at"]))
 }
 
 impl Answers {
@@ -44,13 +40,13 @@ impl Answers {
         let mut answers = Answers::default();
         if let Some(audit) = audit {
             let events: Vec<&Value> = audit.events.iter().map(|e| &e.event).collect();
-            let of_kind = |kind: &str| events.iter().copied().find(|e| text(e, &["kind"]) == Some(kind));
-            if let Some(decision) = of_kind("authz.decision") {
-                let action = text(decision, &["action"]).unwrap_or("?");
+            let of_kind = |kind: &str| events.iter().copied().find(|e| text_at(e, &["kind"]) == Some(kind));
+            if let Some(decision) = audit.decision().map(|d| &d.event) {
+                let action = text_at(decision, &["action"]).unwrap_or("?");
                 let resource = format!(
                     "{} {}",
-                    text(decision, &["resource", "type"]).unwrap_or("resource"),
-                    text(decision, &["resource", "id"]).unwrap_or("?")
+                    text_at(decision, &["resource", "type"]).unwrap_or("resource"),
+                    text_at(decision, &["resource", "id"]).unwrap_or("?")
                 );
                 let effect = match of_kind("action.completed") {
                     Some(done) => match done.get("effect") {
@@ -59,20 +55,20 @@ impl Answers {
                     },
                     None => "no final effect recorded".to_owned(),
                 };
-                let outcome = text(decision, &["decision"]).unwrap_or("?");
+                let outcome = text_at(decision, &["decision"]).unwrap_or("?");
                 answers.what = Some(format!("{} asked to {action} {resource}: {outcome}; {effect}", who(decision)));
                 answers.authorized = Some(authorized(decision, of_kind("approval.granted")));
             }
         }
         if let Some(trace) = trace {
             for record in &trace.records {
-                if text(record, &["kind"]) == Some("model_call") {
+                if text_at(record, &["kind"]) == Some("model_call") {
                     let mut model = format!(
                         "{} {}",
-                        text(record, &["provider"]).unwrap_or("unknown provider"),
-                        text(record, &["model"]).unwrap_or("?")
+                        text_at(record, &["provider"]).unwrap_or("unknown provider"),
+                        text_at(record, &["model"]).unwrap_or("?")
                     );
-                    if let Some(version) = text(record, &["model_version"]) {
+                    if let Some(version) = text_at(record, &["model_version"]) {
                         model.push_str(&format!(" (version {version})"));
                     }
                     if let Some(routing) = record.get("routing").filter(|r| r.is_object()) {
@@ -81,7 +77,7 @@ impl Answers {
                     push_unique(&mut answers.models, model);
                 }
                 for document in record.get("retrieved_context").and_then(Value::as_array).into_iter().flatten() {
-                    if let Some(source) = text(document, &["source"]) {
+                    if let Some(source) = text_at(document, &["source"]) {
                         push_unique(&mut answers.data_considered, source.to_owned());
                     }
                 }
@@ -92,13 +88,13 @@ impl Answers {
 }
 
 fn authorized(decision: &Value, approval_event: Option<&Value>) -> String {
-    let severity = text(decision, &["severity"]);
-    let ceiling = text(decision, &["ceiling"]);
+    let severity = text_at(decision, &["severity"]);
+    let ceiling = text_at(decision, &["ceiling"]);
     let policies: Vec<&str> =
         decision.get("policies").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
     let by_policies = if policies.is_empty() { String::new() } else { format!(" under {}", policies.join(", ")) };
-    if text(decision, &["decision"]) == Some("deny") {
-        let reason = text(decision, &["reason"]).map(|r| format!(": {r}")).unwrap_or_default();
+    if text_at(decision, &["decision"]) == Some("deny") {
+        let reason = text_at(decision, &["reason"]).map(|r| format!(": {r}")).unwrap_or_default();
         return format!("nobody: denied{by_policies}{reason}");
     }
     let grade = match (severity, ceiling) {
@@ -106,19 +102,19 @@ fn authorized(decision: &Value, approval_event: Option<&Value>) -> String {
         (Some(s), None) => format!("severity {s}"),
         _ => "no severity given".to_owned(),
     };
-    let intent = text(decision, &["approval", "intent_id"]);
-    let approver = text(decision, &["approval", "approver"]).map(str::to_owned).or_else(|| {
+    let intent = text_at(decision, &["approval", "intent_id"]);
+    let approver = text_at(decision, &["approval", "approver"]).map(str::to_owned).or_else(|| {
         approval_event.map(|e| {
             format!(
                 "{} {}",
-                text(e, &["principal", "type"]).unwrap_or(""),
-                text(e, &["principal", "id"]).unwrap_or("?")
+                text_at(e, &["principal", "type"]).unwrap_or(""),
+                text_at(e, &["principal", "id"]).unwrap_or("?")
             )
             .trim()
             .to_owned()
         })
     });
-    let approved_at = text(decision, &["approval", "approved_at"]).or_else(|| approval_event.and_then(when));
+    let approved_at = text_at(decision, &["approval", "approved_at"]).or_else(|| approval_event.and_then(when));
     match (intent, approver) {
         (Some(intent), approver) => format!(
             "above the principal's ceiling ({grade}) on intent {intent}, approved by {} at {}{by_policies}",

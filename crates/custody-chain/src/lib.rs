@@ -105,5 +105,25 @@ pub struct TraceSide {
     pub records: Vec<Value>,
 }
 
+impl AuditSide {
+    /// The action's decision: the first `authz.decision` among its events.
+    pub fn decision(&self) -> Option<&ProvenEntry> {
+        self.events.iter().find(|e| text_at(&e.event, &["kind"]) == Some("authz.decision"))
+    }
+
+    /// The model calls the action's events name, each with the seq of the event naming it.
+    pub fn named_model_calls(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.events.iter().flat_map(|e| {
+            let ids = e.event.get("model_call_ids").and_then(Value::as_array).into_iter().flatten();
+            ids.filter_map(Value::as_str).map(move |id| (e.seq, id))
+        })
+    }
+}
+
+/// The text at `path` in a JSON value (`["principal", "id"]`), when it is text.
+pub fn text_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(value, |v, key| v.get(key))?.as_str()
+}
+
 /// The fields a trace row adds to its record.
 pub const TRACE_ROW_FIELDS: [&str; 3] = ["content_hash", "latency_ms", "process_path"];

@@ -4,10 +4,10 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::{ActionReport, ProvenEntry, Witness};
+use crate::{ActionReport, ProvenEntry, Witness, text_at};
 
 fn field<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("-")
+    text_at(v, &[key]).unwrap_or("-")
 }
 
 fn entry_line(out: &mut String, entry: &ProvenEntry) {
@@ -84,7 +84,7 @@ pub fn render_text(report: &ActionReport) -> String {
                 let _ = writeln!(out, " the credential's lifecycle:");
                 audit.credential_events.iter().for_each(|e| entry_line(&mut out, e));
             }
-            if let Some(decision) = audit.events.iter().find(|e| field(&e.event, "kind") == "authz.decision") {
+            if let Some(decision) = audit.decision() {
                 let e = &decision.event;
                 if let Some(path) = e.get("access_path").and_then(Value::as_array) {
                     let path: Vec<&str> = path.iter().filter_map(Value::as_str).collect();

@@ -8,7 +8,7 @@ use custody_model::{StoredEntry, TraceRecord};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::{ActionReport, Answers, ProvenEntry, REPORT_FORMAT, TRACE_ROW_FIELDS, TraceSide};
+use crate::{ActionReport, Answers, ProvenEntry, REPORT_FORMAT, TRACE_ROW_FIELDS, TraceSide, text_at};
 
 /// Why a bundle is not valid. Each names the part that failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -54,7 +54,7 @@ pub fn verify_bundle(bytes: &[u8], pinned: Option<&NoteVerifier>) -> Result<Veri
     }
     let mut key = None;
     let mut audit_entries = 0;
-    let mut named_calls: Vec<(u64, String)> = Vec::new();
+    let mut named_calls: Vec<(u64, &str)> = Vec::new();
     if let Some(audit) = report.audit.available() {
         let verifier = NoteVerifier::parse(audit.public_key.trim())
             .map_err(|e| BundleError::Checkpoint(format!("public key: {e}")))?;
@@ -79,18 +79,15 @@ pub fn verify_bundle(bytes: &[u8], pinned: Option<&NoteVerifier>) -> Result<Veri
         }
         for (n, entry) in audit.events.iter().enumerate() {
             let event = check_entry(entry, &checkpoint, &report.workspace)?;
-            if event.get("action_id").and_then(Value::as_str) != Some(report.action_id.as_str()) {
+            if text_at(&event, &["action_id"]) != Some(report.action_id.as_str()) {
                 return Err(entry_error(entry, format!("it does not name action `{}`", report.action_id)));
             }
             if n > 0 && audit.events[n - 1].seq >= entry.seq {
                 return Err(entry_error(entry, "the action's events are not in log order".into()));
             }
-            for id in event.get("model_call_ids").and_then(Value::as_array).into_iter().flatten() {
-                if let Some(id) = id.as_str() {
-                    named_calls.push((entry.seq, id.to_owned()));
-                }
-            }
         }
+        // Each event shown is the event its bytes hold (checked above), so these are the logged ids.
+        named_calls.extend(audit.named_model_calls());
         for entry in audit.grants.iter().chain(&audit.credential_events) {
             check_entry(entry, &checkpoint, &report.workspace)?;
         }
@@ -101,7 +98,7 @@ pub fn verify_bundle(bytes: &[u8], pinned: Option<&NoteVerifier>) -> Result<Veri
     if let Some(trace) = report.trace.available() {
         check_records(trace, &report.workspace)?;
         for (seq, id) in &named_calls {
-            if !trace.records.iter().any(|r| r.get("id").and_then(Value::as_str) == Some(id)) {
+            if !trace.records.iter().any(|r| text_at(r, &["id"]) == Some(*id)) {
                 return Err(BundleError::Entry {
                     seq: *seq,
                     reason: format!("it names model call `{id}`, which the bundle's trace records do not include"),
@@ -146,7 +143,7 @@ fn check_entry(entry: &ProvenEntry, checkpoint: &Checkpoint, workspace: &str) ->
     if stored.to_api_json(&entry.leaf_hash) != entry.event {
         return Err(entry_error(entry, "the event shown is not the event its bytes hold".into()));
     }
-    if stored.event.get("workspace").and_then(Value::as_str) != Some(workspace) {
+    if text_at(&stored.event, &["workspace"]) != Some(workspace) {
         return Err(entry_error(entry, format!("it is not an event of workspace `{workspace}`")));
     }
     let proof: Vec<Hash> = entry
@@ -162,7 +159,7 @@ fn check_entry(entry: &ProvenEntry, checkpoint: &Checkpoint, workspace: &str) ->
 /// Checks that each record's content hash recomputes from its fields.
 fn check_records(trace: &TraceSide, workspace: &str) -> Result<(), BundleError> {
     for row in &trace.records {
-        let id = row.get("id").and_then(Value::as_str).unwrap_or("(no id)").to_owned();
+        let id = text_at(row, &["id"]).unwrap_or("(no id)").to_owned();
         let failed = |reason: String| BundleError::Record { id: id.clone(), reason };
         let Value::Object(fields) = row else { return Err(failed("it is not a JSON object".into())) };
         let claimed =

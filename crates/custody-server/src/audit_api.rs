@@ -9,7 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use custody_audit::{EventQuery, QueryCursor};
-use custody_model::{AuditEvent, Decision, EventKind, Scope, ValidationError, WorkspaceName};
+use custody_model::{AuditEvent, Decision, EventKind, Scope, ValidationError};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -163,15 +163,6 @@ pub async fn query(
     Ok(Json(json!({"events": events, "next_cursor": page.next_cursor.map(|c| c.encode())})))
 }
 
-/// The one workspace a read is about (named, or the key's own), checked for `read`.
-fn readable_workspace(state: &AppState, caller: &Caller, params: &Params) -> Result<WorkspaceName, ApiError> {
-    let workspace = caller
-        .target_workspace(params.workspace()?)?
-        .ok_or_else(|| ApiError::bad_request("missing_parameter", "the query parameter `workspace` is required"))?;
-    state.authorize(caller, Scope::Read, Some(workspace.as_str()), "audit.read")?;
-    Ok(workspace)
-}
-
 fn text(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
@@ -182,7 +173,7 @@ pub async fn checkpoint(
     QueryPairs(pairs): QueryPairs,
 ) -> Result<Response, ApiError> {
     let params = Params::new(pairs, &["workspace"])?;
-    let workspace = readable_workspace(&state, &caller, &params)?;
+    let workspace = state.readable_workspace(&caller, params.workspace()?, "audit.read")?;
     let latest = state.audit.latest_checkpoint(&workspace).await?.ok_or_else(|| ApiError::NotFound {
         message: format!("workspace `{workspace}` has no log yet: it starts with its first event"),
     })?;
@@ -199,7 +190,7 @@ pub async fn inclusion_proof(
     QueryPairs(pairs): QueryPairs,
 ) -> Result<Response, ApiError> {
     let params = Params::new(pairs, &["workspace", "seq", "tree_size"])?;
-    let workspace = readable_workspace(&state, &caller, &params)?;
+    let workspace = state.readable_workspace(&caller, params.workspace()?, "audit.read")?;
     let seq = params.required_number("seq")?;
     let tree_size = params.required_number("tree_size")?;
     let proof = state.audit.inclusion_proof(&workspace, seq, tree_size).await?;
@@ -212,7 +203,7 @@ pub async fn consistency_proof(
     QueryPairs(pairs): QueryPairs,
 ) -> Result<Response, ApiError> {
     let params = Params::new(pairs, &["workspace", "first", "second"])?;
-    let workspace = readable_workspace(&state, &caller, &params)?;
+    let workspace = state.readable_workspace(&caller, params.workspace()?, "audit.read")?;
     let first = params.required_number("first")?;
     let second = params.required_number("second")?;
     let proof = state.audit.consistency_proof(&workspace, first, second).await?;

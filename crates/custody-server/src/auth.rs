@@ -87,6 +87,21 @@ impl Caller {
 }
 
 impl AppState {
+    /// The one workspace a read is about — the one `named`, else the key's own —
+    /// checked for scope `read`; `action` names the read in refusals.
+    pub fn readable_workspace(
+        &self,
+        caller: &Caller,
+        named: Option<WorkspaceName>,
+        action: &str,
+    ) -> Result<WorkspaceName, ApiError> {
+        let workspace = caller
+            .target_workspace(named)?
+            .ok_or_else(|| ApiError::bad_request("missing_parameter", "the query parameter `workspace` is required"))?;
+        self.authorize(caller, Scope::Read, Some(workspace.as_str()), action)?;
+        Ok(workspace)
+    }
+
     /// Checks that `caller` may do what `needed` allows in `workspace`; records and
     /// refuses with 403 when it may not.
     pub fn authorize(

@@ -9,10 +9,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use custody_audit::{AuditLog, EventQuery, QueryCursor, StoredEvent};
-use custody_chain::{ActionReport, Answers, AuditSide, ProvenEntry, REPORT_FORMAT, TraceSide, Witness};
-use custody_model::{EventKind, Scope, Timestamp, WorkspaceName};
+use custody_chain::{ActionReport, Answers, AuditSide, ProvenEntry, REPORT_FORMAT, TraceSide, Witness, text_at};
+use custody_model::{EventKind, Timestamp, WorkspaceName};
 use custody_trace::{RecordQuery, TraceRow, TraceStore};
-use serde_json::Value;
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -29,13 +28,8 @@ pub async fn action(
     QueryPairs(pairs): QueryPairs,
 ) -> Result<Response, ApiError> {
     let params = Params::new(pairs, &["workspace"])?;
-    let workspace = caller
-        .target_workspace(params.workspace()?)?
-        .ok_or_else(|| ApiError::bad_request("missing_parameter", "the query parameter `workspace` is required"))?;
-    state.authorize(&caller, Scope::Read, Some(workspace.as_str()), "custody.read")?;
-    let traces =
-        state.traces.as_ref().map_err(|reason| format!("the trace store could not be opened at start ({reason})"));
-    let report = assemble(state.audit.as_ref(), traces.map(|t| t.as_ref()), &workspace, &action_id).await;
+    let workspace = state.readable_workspace(&caller, params.workspace()?, "custody.read")?;
+    let report = report(&state, &workspace, &action_id).await;
     let empty_audit = report.audit.available().is_some_and(|a| a.events.is_empty());
     let empty_trace = report.trace.available().is_some_and(|t| t.records.is_empty());
     if empty_audit && empty_trace {
@@ -46,6 +40,12 @@ pub async fn action(
         });
     }
     Ok(Json(report).into_response())
+}
+
+/// The report of `action_id` from the server's stores (the API's and the dashboard's).
+pub(crate) async fn report(state: &AppState, workspace: &WorkspaceName, action_id: &str) -> ActionReport {
+    let traces = crate::trace_api::store(state).map(|t| t.as_ref()).map_err(|e| e.to_string());
+    assemble(state.audit.as_ref(), traces, workspace, action_id).await
 }
 
 /// The report of `action_id`, each side read on its own.
@@ -59,14 +59,9 @@ pub async fn assemble(
         Ok(side) => Witness::Available(side),
         Err(error) => Witness::Unavailable { error: format!("the audit log could not answer: {error}") },
     };
-    let decision = audit.available().and_then(|a| decision_of(&a.events)).cloned();
-    let named_calls: Vec<String> = audit
-        .available()
-        .into_iter()
-        .flat_map(|a| &a.events)
-        .flat_map(|e| e.event.get("model_call_ids").and_then(Value::as_array).cloned().unwrap_or_default())
-        .filter_map(|v| v.as_str().map(str::to_owned))
-        .collect();
+    let decision = audit.available().and_then(AuditSide::decision).cloned();
+    let named_calls: Vec<String> =
+        audit.available().into_iter().flat_map(AuditSide::named_model_calls).map(|(_, id)| id.to_owned()).collect();
     let trace = match traces {
         Ok(store) => match trace_side(store, workspace, action_id, decision.as_ref(), &named_calls).await {
             Ok(side) => Witness::Available(side),
@@ -84,14 +79,6 @@ pub async fn assemble(
         trace,
         answers,
     }
-}
-
-fn decision_of(events: &[ProvenEntry]) -> Option<&ProvenEntry> {
-    events.iter().find(|e| e.event.get("kind").and_then(Value::as_str) == Some(EventKind::AuthzDecision.as_str()))
-}
-
-fn text<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter().try_fold(v, |v, key| v.get(key))?.as_str()
 }
 
 /// Every event of a query, page after page (at most [`MAX_ITEMS`]).
@@ -114,16 +101,18 @@ async fn all_events(audit: &dyn AuditLog, query: EventQuery) -> Result<Vec<Store
 async fn audit_side(audit: &dyn AuditLog, workspace: &WorkspaceName, action_id: &str) -> Result<AuditSide, String> {
     let base = EventQuery { workspace: Some(workspace.clone()), ..EventQuery::default() };
     let events = all_events(audit, EventQuery { action_id: Some(action_id.to_owned()), ..base.clone() }).await?;
-    let decision = events.iter().find(|e| text(&e.entry.event, &["kind"]) == Some(EventKind::AuthzDecision.as_str()));
+    let decision =
+        events.iter().find(|e| text_at(&e.entry.event, &["kind"]) == Some(EventKind::AuthzDecision.as_str()));
     let mut grants = Vec::new();
     let mut credential_events = Vec::new();
     if let Some(decision) = decision {
         let event = &decision.entry.event;
         // A role event names its grantee as its resource; the ceiling may come from the user acted for.
-        let grantees: BTreeSet<&str> = [text(event, &["principal", "id"]), text(event, &["principal", "on_behalf_of"])]
-            .into_iter()
-            .flatten()
-            .collect();
+        let grantees: BTreeSet<&str> =
+            [text_at(event, &["principal", "id"]), text_at(event, &["principal", "on_behalf_of"])]
+                .into_iter()
+                .flatten()
+                .collect();
         for grantee in grantees {
             for kind in [EventKind::RoleGranted, EventKind::RoleRevoked] {
                 let query = EventQuery { kind: Some(kind), resource_id: Some(grantee.to_owned()), ..base.clone() };
@@ -132,13 +121,13 @@ async fn audit_side(audit: &dyn AuditLog, workspace: &WorkspaceName, action_id: 
         }
         grants.sort_by_key(|e| e.entry.seq);
         grants.dedup_by_key(|e| e.entry.seq);
-        if let Some(credential) = text(event, &["credential", "id"]) {
+        if let Some(credential) = text_at(event, &["credential", "id"]) {
             let query = EventQuery { resource_id: Some(credential.to_owned()), ..base.clone() };
             credential_events.extend(
                 all_events(audit, query)
                     .await?
                     .into_iter()
-                    .filter(|e| text(&e.entry.event, &["kind"]).is_some_and(|k| k.starts_with("api_key."))),
+                    .filter(|e| text_at(&e.entry.event, &["kind"]).is_some_and(|k| k.starts_with("api_key."))),
             );
         }
     }
@@ -215,10 +204,10 @@ async fn trace_side(
     }
     let at = decision.and_then(|d| {
         let e = &d.event;
-        text(e, &["occurred_at"]).or_else(|| text(e, &["recorded_at"])).and_then(|t| Timestamp::parse(t).ok())
+        text_at(e, &["occurred_at"]).or_else(|| text_at(e, &["recorded_at"])).and_then(|t| Timestamp::parse(t).ok())
     });
-    let session = decision.and_then(|d| text(&d.event, &["session", "session_id"]));
-    let process = decision.and_then(|d| text(&d.event, &["session", "process_id"]));
+    let session = decision.and_then(|d| text_at(&d.event, &["session", "session_id"]));
+    let process = decision.and_then(|d| text_at(&d.event, &["session", "process_id"]));
     if let (Some(session), Some(process)) = (session, process) {
         let of_session: Vec<TraceRow> =
             all_records(store, RecordQuery { session_id: Some(session.to_owned()), ..base.clone() })

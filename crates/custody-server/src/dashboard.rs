@@ -16,9 +16,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use custody_audit::EventQuery;
-use custody_chain::{ProvenEntry, Witness};
-use custody_ledger::merkle::hash_leaf;
-use custody_ledger::{Checkpoint, MerkleFrontier};
+use custody_audit::verify::verify_workspace;
+use custody_chain::{ProvenEntry, Witness, text_at};
 use custody_model::{Scope, Timestamp, WorkspaceName};
 use custody_trace::ProcessNode;
 use serde::Deserialize;
@@ -26,6 +25,7 @@ use serde_json::Value;
 
 use crate::AppState;
 use crate::auth::Caller;
+use crate::error::ApiError;
 
 const COOKIE: &str = "custody_session";
 const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
@@ -167,10 +167,7 @@ fn trace_reader<'a>(
     named: Option<&str>,
 ) -> Result<(WorkspaceName, &'a dyn custody_trace::TraceStore), Box<Response>> {
     let ws = reader(state, headers, named)?;
-    let store = state.traces.as_ref().map_err(|reason| {
-        let message = format!("the trace store could not be opened at start ({reason}); the audit log is not affected");
-        Box::new(error_page(StatusCode::SERVICE_UNAVAILABLE, &message))
-    })?;
+    let store = crate::trace_api::store(state).map_err(refused)?;
     Ok((ws, store.as_ref()))
 }
 
@@ -180,20 +177,17 @@ fn reader(state: &AppState, headers: &HeaderMap, named: Option<&str>) -> Result<
     workspace_of(state, &caller, named)
 }
 
-/// The workspace a page is about: the one named, else the key's own.
+/// The workspace a page is about — the one named, else the key's own — checked
+/// for `read` as on the API.
 fn workspace_of(state: &AppState, caller: &Caller, named: Option<&str>) -> Result<WorkspaceName, Box<Response>> {
-    let refuse = |status, message: &str| Box::new(error_page(status, message));
     let named = named.filter(|w| !w.is_empty()).map(WorkspaceName::parse).transpose();
-    let named = named.map_err(|m| refuse(StatusCode::BAD_REQUEST, &format!("workspace: {m}")))?;
-    let every = "this key is valid in every workspace: name one (?workspace=W)";
-    let workspace = caller
-        .target_workspace(named)
-        .map_err(|e| refuse(StatusCode::BAD_REQUEST, &e.to_string()))?
-        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, every))?;
-    state
-        .authorize(caller, Scope::Read, Some(workspace.as_str()), "dashboard.read")
-        .map_err(|e| refuse(StatusCode::FORBIDDEN, &e.to_string()))?;
-    Ok(workspace)
+    let named = named.map_err(|m| refused(ApiError::bad_request("invalid_value", format!("workspace: {m}"))))?;
+    state.readable_workspace(caller, named, "dashboard.read").map_err(refused)
+}
+
+/// An API refusal as a page, with its status.
+fn refused(error: ApiError) -> Box<Response> {
+    Box::new(error_page(error.status(), &error.to_string()))
 }
 
 #[derive(Deserialize)]
@@ -300,34 +294,19 @@ pub async fn verify(State(state): State<AppState>, headers: HeaderMap, Query(q):
     page(&format!("Verification of {ws}"), true, &format!("{body}<p><a href=\"/\">Back to the logs</a></p>"))
 }
 
+/// The offline verifier's check of one workspace log (`custody verify`), run
+/// through the server's store.
 async fn verify_log(state: &AppState, ws: &WorkspaceName) -> Result<String, String> {
-    let stored = state.audit.latest_checkpoint(ws).await.map_err(|e| e.to_string())?.ok_or("no checkpoint yet")?;
-    let checkpoint = Checkpoint::open(&stored.note, &state.audit.verifier()).map_err(|e| format!("checkpoint: {e}"))?;
-    let mut frontier = MerkleFrontier::new();
-    while frontier.size() < checkpoint.size {
-        let entries = state.audit.entries(ws, frontier.size(), 1000).await.map_err(|e| e.to_string())?;
-        if entries.is_empty() {
-            return Err(format!(
-                "the log ends at {} entries; its checkpoint says {}",
-                frontier.size(),
-                checkpoint.size
-            ));
-        }
-        for entry in entries.into_iter().take((checkpoint.size - frontier.size()) as usize) {
-            if entry.seq != frontier.size() {
-                return Err(format!("entry {} is missing", frontier.size()));
-            }
-            let leaf = hash_leaf(&entry.payload);
-            if leaf != entry.leaf_hash {
-                return Err(format!("entry {}'s bytes do not hash to its stored leaf hash", entry.seq));
-            }
-            frontier.append(leaf);
-        }
+    let verifier = state.audit.verifier();
+    let (summary, findings) =
+        verify_workspace(state.audit.as_ref(), &verifier, ws, &mut |_, _| {}).await.map_err(|e| e.to_string())?;
+    if !findings.is_empty() {
+        return Err(findings.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
     }
-    if frontier.root() != checkpoint.root {
-        return Err(format!("the root of {} entries is not the checkpoint's", checkpoint.size));
-    }
-    Ok(format!("{} entries recomputed; their root is the checkpoint's, whose signature verifies", checkpoint.size))
+    Ok(format!(
+        "{} entries recomputed; the roots of all {} signed checkpoints match and their signatures verify",
+        summary.entries, summary.checkpoints
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -387,20 +366,20 @@ pub async fn audit(State(state): State<AppState>, headers: HeaderMap, Query(q): 
     body.push_str("<table><tr><th>seq</th><th>when</th><th>kind</th><th>principal</th><th>action</th><th>resource</th><th>decision</th><th>action id</th></tr>");
     for e in &page_of.events {
         let ev = &e.entry.event;
-        let action_id = text(ev, &["action_id"]).map_or(String::new(), |id| {
+        let action_id = text_at(ev, &["action_id"]).map_or(String::new(), |id| {
             format!("<a href=\"/actions/{}?workspace={}\">{}</a>", enc(id), enc(ws.as_str()), esc(id))
         });
         let _ = write!(
             body,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td>{action_id}</td></tr>",
             e.entry.seq,
-            esc(text(ev, &["occurred_at"]).unwrap_or(&e.entry.recorded_at.to_string())),
-            esc(text(ev, &["kind"]).unwrap_or("")),
-            esc(text(ev, &["principal", "id"]).unwrap_or("")),
-            esc(text(ev, &["action"]).unwrap_or("")),
-            esc(text(ev, &["resource", "type"]).unwrap_or("")),
-            esc(text(ev, &["resource", "id"]).unwrap_or("")),
-            esc(text(ev, &["decision"]).unwrap_or("")),
+            esc(text_at(ev, &["occurred_at"]).unwrap_or(&e.entry.recorded_at.to_string())),
+            esc(text_at(ev, &["kind"]).unwrap_or("")),
+            esc(text_at(ev, &["principal", "id"]).unwrap_or("")),
+            esc(text_at(ev, &["action"]).unwrap_or("")),
+            esc(text_at(ev, &["resource", "type"]).unwrap_or("")),
+            esc(text_at(ev, &["resource", "id"]).unwrap_or("")),
+            esc(text_at(ev, &["decision"]).unwrap_or("")),
         );
     }
     body.push_str("</table>");
@@ -408,10 +387,6 @@ pub async fn audit(State(state): State<AppState>, headers: HeaderMap, Query(q): 
         body.push_str("<p>The first 200 events are shown: narrow the search to see the rest.</p>");
     }
     page(&format!("Audit search — {ws}"), true, &body)
-}
-
-fn text<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter().try_fold(v, |v, key| v.get(key))?.as_str()
 }
 
 fn entry_rows(out: &mut String, title: &str, entries: &[ProvenEntry]) {
@@ -427,7 +402,7 @@ fn entry_rows(out: &mut String, title: &str, entries: &[ProvenEntry]) {
         let ev = &e.event;
         let mut details = String::new();
         for key in ["action", "decision", "severity", "ceiling", "reason"] {
-            if let Some(v) = text(ev, &[key]) {
+            if let Some(v) = text_at(ev, &[key]) {
                 let _ = write!(details, "{key}: {}<br>", esc(v));
             }
         }
@@ -435,8 +410,8 @@ fn entry_rows(out: &mut String, title: &str, entries: &[ProvenEntry]) {
             let _ = write!(
                 details,
                 "resource: {} {}<br>",
-                esc(text(r, &["type"]).unwrap_or("")),
-                esc(text(r, &["id"]).unwrap_or(""))
+                esc(text_at(r, &["type"]).unwrap_or("")),
+                esc(text_at(r, &["id"]).unwrap_or(""))
             );
         }
         for key in ["approval", "credential", "effect", "access_path", "policies"] {
@@ -445,15 +420,15 @@ fn entry_rows(out: &mut String, title: &str, entries: &[ProvenEntry]) {
             }
         }
         let principal = ev.get("principal").map_or(String::new(), |p| {
-            let behalf = text(p, &["on_behalf_of"]).map(|u| format!(" (for {})", esc(u))).unwrap_or_default();
-            format!("{} {}{behalf}", esc(text(p, &["type"]).unwrap_or("")), esc(text(p, &["id"]).unwrap_or("")))
+            let behalf = text_at(p, &["on_behalf_of"]).map(|u| format!(" (for {})", esc(u))).unwrap_or_default();
+            format!("{} {}{behalf}", esc(text_at(p, &["type"]).unwrap_or("")), esc(text_at(p, &["id"]).unwrap_or("")))
         });
         let _ = write!(
             out,
             "<tr><td>{}<br><small>proof: {} hashes</small></td><td>{}</td><td>{principal}</td><td>{details}</td></tr>",
             e.seq,
             e.proof.len(),
-            esc(text(ev, &["kind"]).unwrap_or(""))
+            esc(text_at(ev, &["kind"]).unwrap_or(""))
         );
     }
     out.push_str("</table>");
@@ -470,9 +445,7 @@ pub async fn action(
         Ok(ws) => ws,
         Err(page) => return *page,
     };
-    let traces =
-        state.traces.as_ref().map_err(|reason| format!("the trace store could not be opened at start ({reason})"));
-    let report = crate::custody_api::assemble(state.audit.as_ref(), traces.map(|t| t.as_ref()), &ws, &action_id).await;
+    let report = crate::custody_api::report(&state, &ws, &action_id).await;
     let bundle_check = match custody_chain::verify_bundle(&serde_json::to_vec(&report).unwrap_or_default(), None) {
         Ok(_) => "<p class=\"ok\">Every audit entry below is proven against the signed checkpoint; every trace record matches its content hash.</p>".to_owned(),
         Err(e) => format!("<p class=\"bad\">The report does not verify: {}</p>", esc(&e.to_string())),
@@ -515,8 +488,8 @@ pub async fn action(
                 "<table><tr><th>started</th><th>kind</th><th>agent</th><th>model</th><th>content hash</th></tr>",
             );
             for r in &side.records {
-                let id = text(r, &["id"]).unwrap_or("");
-                let model = [text(r, &["provider"]), text(r, &["model"]), text(r, &["model_version"])]
+                let id = text_at(r, &["id"]).unwrap_or("");
+                let model = [text_at(r, &["provider"]), text_at(r, &["model"]), text_at(r, &["model_version"])]
                     .into_iter()
                     .flatten()
                     .collect::<Vec<_>>()
@@ -526,11 +499,11 @@ pub async fn action(
                     "<tr><td><a href=\"/calls/{}?workspace={}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td><code>{}…</code></td></tr>",
                     enc(id),
                     enc(ws.as_str()),
-                    esc(text(r, &["started_at"]).unwrap_or("")),
-                    esc(text(r, &["kind"]).unwrap_or("")),
-                    esc(text(r, &["agent_name"]).unwrap_or(text(r, &["process_id"]).unwrap_or(""))),
+                    esc(text_at(r, &["started_at"]).unwrap_or("")),
+                    esc(text_at(r, &["kind"]).unwrap_or("")),
+                    esc(text_at(r, &["agent_name"]).unwrap_or(text_at(r, &["process_id"]).unwrap_or(""))),
                     esc(&model),
-                    esc(&text(r, &["content_hash"]).unwrap_or("").chars().take(16).collect::<String>()),
+                    esc(&text_at(r, &["content_hash"]).unwrap_or("").chars().take(16).collect::<String>()),
                 );
             }
             body.push_str("</table>");
@@ -615,7 +588,7 @@ fn messages(out: &mut String, title: &str, value: Option<&Value>) {
     let Some(list) = value.and_then(Value::as_array).filter(|l| !l.is_empty()) else { return };
     let _ = write!(out, "<h3>{}</h3>", esc(title));
     for m in list {
-        let role = text(m, &["role"]).or_else(|| text(m, &["source"])).unwrap_or("");
+        let role = text_at(m, &["role"]).or_else(|| text_at(m, &["source"])).unwrap_or("");
         let content = match m.get("content") {
             Some(Value::String(s)) => s.clone(),
             Some(other) => serde_json::to_string_pretty(other).unwrap_or_default(),

@@ -14,7 +14,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use custody_model::{RecordKind, RecordStatus, Scope, TraceRecord, ValidationError, WorkspaceName};
+use custody_model::{RecordKind, RecordStatus, Scope, TraceRecord, ValidationError};
 use custody_trace::{RecordCursor, RecordQuery, StoredRecord, TraceError, TraceStore, UsageKey, UsageQuery};
 use serde_json::{Map, Value, json};
 
@@ -50,7 +50,7 @@ impl From<TraceError> for ApiError {
     }
 }
 
-fn store(state: &AppState) -> Result<&Arc<dyn TraceStore>, ApiError> {
+pub(crate) fn store(state: &AppState) -> Result<&Arc<dyn TraceStore>, ApiError> {
     state.traces.as_ref().map_err(|reason| ApiError::Unavailable {
         message: format!("the trace store could not be opened at start ({reason}); the audit log is not affected"),
     })
@@ -152,15 +152,6 @@ pub async fn ingest(
     Ok((StatusCode::ACCEPTED, Json(json!({"accepted": accepted, "rejected": rejected, "ids": ids}))).into_response())
 }
 
-/// The one workspace a read is about (named, or the key's own), checked for `read`.
-fn readable_workspace(state: &AppState, caller: &Caller, params: &Params) -> Result<WorkspaceName, ApiError> {
-    let workspace = caller
-        .target_workspace(params.workspace()?)?
-        .ok_or_else(|| ApiError::bad_request("missing_parameter", "the query parameter `workspace` is required"))?;
-    state.authorize(caller, Scope::Read, Some(workspace.as_str()), "trace.read")?;
-    Ok(workspace)
-}
-
 pub async fn record(
     State(state): State<AppState>,
     caller: Caller,
@@ -168,7 +159,7 @@ pub async fn record(
     QueryPairs(pairs): QueryPairs,
 ) -> Result<Response, ApiError> {
     let params = Params::new(pairs, &["workspace"])?;
-    let workspace = readable_workspace(&state, &caller, &params)?;
+    let workspace = state.readable_workspace(&caller, params.workspace()?, "trace.read")?;
     let row = store(&state)?.record(&workspace, &id).await?.ok_or_else(|| ApiError::NotFound {
         message: format!(
             "workspace `{workspace}` has no trace record `{}`",
@@ -199,7 +190,7 @@ pub async fn records(
     QueryPairs(pairs): QueryPairs,
 ) -> Result<Response, ApiError> {
     let params = Params::new(pairs, SEARCH_PARAMS)?;
-    let workspace = readable_workspace(&state, &caller, &params)?;
+    let workspace = state.readable_workspace(&caller, params.workspace()?, "trace.read")?;
     let limit = params.number::<usize>("limit")?.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::bad_request("invalid_value", format!("`limit` must be 1 to {MAX_LIMIT}, got {limit}")));
@@ -248,7 +239,7 @@ pub async fn session_tree(
     QueryPairs(pairs): QueryPairs,
 ) -> Result<Response, ApiError> {
     let params = Params::new(pairs, &["workspace"])?;
-    let workspace = readable_workspace(&state, &caller, &params)?;
+    let workspace = state.readable_workspace(&caller, params.workspace()?, "trace.read")?;
     let tree = store(&state)?.session_tree(&workspace, &session_id).await?.ok_or_else(|| ApiError::NotFound {
         message: format!(
             "workspace `{workspace}` has no records of session `{}`",
@@ -264,7 +255,7 @@ pub async fn usage(
     QueryPairs(pairs): QueryPairs,
 ) -> Result<Response, ApiError> {
     let params = Params::new(pairs, &["workspace", "group_by", "session_id", "since", "until"])?;
-    let workspace = readable_workspace(&state, &caller, &params)?;
+    let workspace = state.readable_workspace(&caller, params.workspace()?, "trace.read")?;
     let mut group_by = Vec::new();
     for name in params.string("group_by").unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let key = UsageKey::parse(name).ok_or_else(|| {
