@@ -34,7 +34,7 @@
 //! store keeps one. Log segments are deleted once all their spans are emitted
 //! and the links they hold are past retention.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,7 +42,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use custody_model::TraceRecord;
 use custody_trace::wal::{Wal, WalError};
-use custody_trace::{StoredRecord, TraceError, TraceStore};
+use custody_trace::{Prepared, StoredRecord, TraceError, TraceStore};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -307,16 +307,7 @@ impl Assembler {
         };
         let stored = direct.len();
         if !direct.is_empty() {
-            let mut prepared = Vec::with_capacity(direct.len());
-            for (_, record) in direct {
-                match StoredRecord::prepare_checked(record) {
-                    Ok(p) => prepared.push(p),
-                    Err(error) => {
-                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(error = %error, "an OTLP span's record was refused by the store's checks; dropped");
-                    }
-                }
-            }
+            let prepared = self.prepare(direct);
             // Refused whole and retryable, as on the native API: nothing of the
             // request is logged, and the exporter sends it again.
             self.store.append_prepared(prepared).await.map_err(|error| match error {
@@ -356,6 +347,23 @@ impl Assembler {
         touched.dedup();
         self.resolve(&mut state, &touched);
         Ok(())
+    }
+
+    /// The records in the store's form; one that fails the store's checks is
+    /// dropped and counted (it would be refused every time).
+    fn prepare(&self, records: impl IntoIterator<Item = TraceRecord>) -> Vec<Prepared> {
+        records
+            .into_iter()
+            .filter_map(|record| {
+                let span_id = record.span_id.clone().unwrap_or_default();
+                StoredRecord::prepare_checked(record)
+                    .map_err(|error| {
+                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %error, span_id = %span_id, "an OTLP span's record was refused by the store's checks; dropped");
+                    })
+                    .ok()
+            })
+            .collect()
     }
 
     /// Resolves every waiting span of `keys` whose ancestors are known.
@@ -481,16 +489,7 @@ impl Assembler {
         if batch.is_empty() {
             return Ok(0);
         }
-        let mut prepared = Vec::with_capacity(batch.len());
-        for out in &batch {
-            match StoredRecord::prepare_checked(out.record.clone()) {
-                Ok(p) => prepared.push(p),
-                Err(error) => {
-                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %error, span_id = %out.span_id, "an OTLP span's record was refused by the store's checks; dropped");
-                }
-            }
-        }
+        let prepared = self.prepare(batch.iter().map(|out| out.record.clone()));
         let result: Result<usize, TraceError> =
             if prepared.is_empty() { Ok(0) } else { self.store.append_prepared(prepared).await };
         if let Err(error) = result {
@@ -570,37 +569,33 @@ impl Trace {
 
 impl State {
     /// Splits a request's spans: drops those already known (a duplicated
-    /// batch), and takes out — attributed — the records whose ancestors are all
-    /// known here or in the request itself, which can be stored at once. What
-    /// remains is the spans to log: links only for the records taken out.
-    fn plan(&self, entries: Vec<SpanEntry>) -> (Vec<SpanEntry>, Vec<(usize, TraceRecord)>) {
-        let window_trace =
-            |(workspace, trace_id): (&str, &str)| self.traces.get(&(workspace.to_owned(), trace_id.to_owned()));
-        let keep: Vec<bool> = {
-            let mut traces: HashMap<(&str, &str), Option<&Trace>> = HashMap::new();
-            let mut seen: HashSet<(&str, &str, &str)> = HashSet::new();
+    /// batch, or a span repeated within it), and takes out — attributed — the
+    /// records whose ancestors are all known here or in the request itself,
+    /// which can be stored at once. What remains is the spans to log: links
+    /// only for the records taken out.
+    fn plan(&self, mut entries: Vec<SpanEntry>) -> (Vec<SpanEntry>, Vec<TraceRecord>) {
+        let mut keep = vec![false; entries.len()];
+        let resolvable: Vec<(usize, Option<Attribution>)> = {
+            // Per trace of the request: what the window knows of it, and the request's new spans of it.
+            let mut traces: HashMap<(&str, &str), RequestTrace<'_>> = HashMap::new();
+            for (i, e) in entries.iter().enumerate() {
+                let key = (e.workspace.as_str(), e.trace_id.as_str());
+                let (known, batch) = traces
+                    .entry(key)
+                    .or_insert_with(|| (self.traces.get(&(key.0.to_owned(), key.1.to_owned())), HashMap::new()));
+                // The first of a span repeated within the request is the one kept.
+                let new =
+                    !known.is_some_and(|t| t.nodes.contains_key(&e.span_id)) && !batch.contains_key(e.span_id.as_str());
+                if new {
+                    batch.insert(&e.span_id, i);
+                }
+                keep[i] = new;
+            }
+            let entries = &entries;
             entries
                 .iter()
-                .map(|e| {
-                    let key = (e.workspace.as_str(), e.trace_id.as_str());
-                    let trace = *traces.entry(key).or_insert_with(|| window_trace(key));
-                    !trace.is_some_and(|t| t.nodes.contains_key(&e.span_id)) && seen.insert((key.0, key.1, &e.span_id))
-                })
-                .collect()
-        };
-        let mut fresh: Vec<SpanEntry> =
-            entries.into_iter().zip(keep).filter_map(|(e, keep)| keep.then_some(e)).collect();
-        let resolvable: Vec<(usize, Option<Attribution>)> = {
-            let mut traces: HashMap<(&str, &str), RequestTrace<'_>> = HashMap::new();
-            for (i, e) in fresh.iter().enumerate() {
-                let key = (e.workspace.as_str(), e.trace_id.as_str());
-                traces.entry(key).or_insert_with(|| (window_trace(key), HashMap::new())).1.insert(&e.span_id, i);
-            }
-            let fresh = &fresh;
-            fresh
-                .iter()
                 .enumerate()
-                .filter(|(_, e)| e.record.is_some())
+                .filter(|(i, e)| keep[*i] && e.record.is_some())
                 .filter_map(|(i, e)| {
                     // A record that states its own attribution keeps it.
                     if e.attributed {
@@ -611,7 +606,7 @@ impl State {
                         known
                             .and_then(|t| t.nodes.get(id))
                             .map(Node::link)
-                            .or_else(|| batch.get(id).map(|&j| entry_link(&fresh[j])))
+                            .or_else(|| batch.get(id).map(|&j| entry_link(&entries[j])))
                     };
                     attribute(links, &e.span_id, &e.trace_id, false).map(|a| (i, Some(a)))
                 })
@@ -620,13 +615,14 @@ impl State {
         let direct = resolvable
             .into_iter()
             .filter_map(|(i, attribution)| {
-                let mut record = fresh[i].record.take()?;
+                let mut record = entries[i].record.take()?;
                 if let Some(attribution) = attribution {
                     attribution.apply(&mut record);
                 }
-                Some((i, record))
+                Some(record)
             })
             .collect();
+        let fresh = entries.into_iter().zip(keep).filter_map(|(e, keep)| keep.then_some(e)).collect();
         (fresh, direct)
     }
 
@@ -824,7 +820,7 @@ pub fn resolve_batches(batches: Vec<Vec<SpanEntry>>) -> Vec<TraceRecord> {
     for batch in batches {
         // As `admit` does with a store that takes everything.
         let (entries, direct) = state.plan(batch);
-        records.extend(direct.into_iter().map(|(_, record)| record));
+        records.extend(direct);
         let mut keys = Vec::new();
         for entry in entries {
             let key = (entry.workspace.as_str().to_owned(), entry.trace_id.clone());
