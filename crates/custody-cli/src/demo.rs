@@ -53,7 +53,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             println!("The dashboard: open {url}/ and sign in with the read key {reader}.");
         }
         None => {
-            let key = format!("demo-admin-{:016x}{:08x}", now_nanos(), std::process::id());
+            let key = format!("demo-admin-{:016x}{:08x}", Timestamp::now().unix_nanos(), std::process::id());
             let mut config = custody_server::ServerConfig::new(args.data_dir.clone(), args.listen);
             config.bootstrap_key = Some(key.clone());
             config.otlp_grpc_listen = None;
@@ -73,10 +73,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn now_nanos() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }
 
 /// The integration's side: keys bound to their job, and an audit append
@@ -118,7 +114,7 @@ async fn walk(url: &str, admin_key: &str, args: &DemoArgs) -> anyhow::Result<Str
     let (audit_key, _) = admin.create_key(WORKSPACE, "audit:write", Some("demo permission layer")).await?;
     let (trace_key, _) = admin.create_key(WORKSPACE, "trace:write", Some("demo agent runtime")).await?;
     let (read_key, _) = admin.create_key(WORKSPACE, "read", Some("demo reviewer")).await?;
-    let run = format!("{:x}", now_nanos() % (1 << 40));
+    let run = format!("{:x}", Timestamp::now().unix_nanos() % (1 << 40));
     let p = Platform { audit: Client::new(url, &audit_key)?, traces: Client::new(url, &trace_key)?, run };
     let session = p.id("sess-support");
     let (root, crm, drafter) = (p.id("support"), p.id("crm-helper"), p.id("drafter"));

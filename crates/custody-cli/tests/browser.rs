@@ -8,9 +8,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 fn browser_setup() -> Option<(PathBuf, PathBuf)> {
     let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
@@ -37,32 +35,19 @@ fn browser_setup() -> Option<(PathBuf, PathBuf)> {
 fn the_dashboard_shows_the_chain_of_custody_and_the_swarm_after_the_demo() {
     let Some((chromium, script_dir)) = browser_setup() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut demo = common::custody()
+    let mut command = common::custody();
+    command
         .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
         .arg("--bundle")
-        .arg(dir.path().join("send.json"))
-        .env("CUSTODY_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn custody demo");
-    let stdout = demo.stdout.take().expect("stdout");
-    let mut serving = None;
-    let mut lines = BufReader::new(stdout).lines();
-    for line in lines.by_ref() {
-        let line = line.expect("demo output");
-        // "The server keeps serving at URL (read key KEY); Ctrl-C stops it."
-        if let Some(rest) = line.strip_prefix("The server keeps serving at ") {
-            let (url, rest) = rest.split_once(" (read key ").expect("the read key");
-            let key = rest.split_once(')').expect("the key's end").0;
-            serving = Some((url.to_owned(), key.to_owned()));
-            break;
-        }
-    }
-    let (url, key) = serving.expect("the demo says where it serves");
-    // Keep reading what the demo prints, so that it never writes into a closed pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+        .arg(dir.path().join("send.json"));
+    // "The server keeps serving at URL (read key KEY); Ctrl-C stops it."
+    let (mut demo, (url, key)) = common::spawn_until(&mut command, "custody demo", |line| {
+        let rest = line.strip_prefix("The server keeps serving at ")?;
+        let (url, rest) = rest.split_once(" (read key ").expect("the read key");
+        let key = rest.split_once(')').expect("the key's end").0;
+        Some((url.to_owned(), key.to_owned()))
+    });
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/browser");
     std::fs::create_dir_all(&shots).unwrap();
     let out = std::process::Command::new("node")
